@@ -56,13 +56,19 @@ def parse_trainers(spec: str) -> dict[str, str]:
 
 def load() -> Settings:
     home = Path(_env("VISIONMESH_HOME", "./var")).resolve()
-    default_trainers = ",".join(f"{k}={DEFAULT_ADDRESSES[k]}" for k in ("timm", "ultralytics", "hf"))
+    default_trainers = ",".join(
+        f"{k}={DEFAULT_ADDRESSES[k]}" for k in ("timm", "ultralytics", "hf")
+    )
     return Settings(
         home=home,
         database_url=_env("VISIONMESH_DATABASE_URL", f"sqlite:///{home / 'catalog.db'}"),
         store_url=_env("VISIONMESH_STORE_URL", f"file://{home / 'store'}"),
         dataset_addr=_env("VISIONMESH_DATASET_ADDR", DEFAULT_ADDRESSES["dataset"]),
         trainers=parse_trainers(_env("VISIONMESH_TRAINERS", default_trainers)),
-        jwt_private_key=Path(_env("VISIONMESH_JWT_PRIVATE_KEY", str(home / "keys" / "jwt_ed25519.pem"))),
-        jwt_public_key=Path(_env("VISIONMESH_JWT_PUBLIC_KEY", str(home / "keys" / "jwt_ed25519.pub.pem"))),
+        jwt_private_key=Path(
+            _env("VISIONMESH_JWT_PRIVATE_KEY", str(home / "keys" / "jwt_ed25519.pem"))
+        ),
+        jwt_public_key=Path(
+            _env("VISIONMESH_JWT_PUBLIC_KEY", str(home / "keys" / "jwt_ed25519.pub.pem"))
+        ),
     )

@@ -1,0 +1,266 @@
+"""Every process starts, serves health per service and reflection, and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from tests._servers import ROOT, child_env, health_status, start_server
+from visionmesh.v1 import trainer_pb2, trainer_pb2_grpc
+
+BUF = ROOT / "node_modules" / ".bin" / "buf"
+
+EXPECTED = {
+    "dataset_svc": {
+        "visionmesh.v1.AuthService": {"Register", "Login", "WhoAmI"},
+        "visionmesh.v1.DatasetService": {
+            "CreateDataset",
+            "GetDataset",
+            "ListDatasets",
+            "UpdateDataset",
+            "DeleteDataset",
+            "UploadImages",
+            "ListImages",
+            "DeleteImages",
+            "GetImageUrl",
+            "ImportAnnotations",
+            "GetAnnotations",
+            "CreateSnapshot",
+            "ListSnapshots",
+            "GetSnapshot",
+            "DiffSnapshots",
+            "CheckIntegrity",
+            "ExportDataset",
+        },
+        "visionmesh.v1.CompatibilityService": {"CheckCompatibility", "GetConversionMatrix"},
+    },
+}
+TRAINER_METHODS = {
+    "GetCapabilities",
+    "StartTraining",
+    "GetJob",
+    "ListJobs",
+    "CancelJob",
+    "ResumeJob",
+    "StreamMetrics",
+    "StreamLogs",
+    "Predict",
+}
+for _framework in ("ultralytics", "timm", "hf"):
+    EXPECTED[f"trainers.{_framework}"] = {"visionmesh.v1.TrainerService": TRAINER_METHODS}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    started = {}
+    try:
+        for module in EXPECTED:
+            started[module] = start_server(module, env={"VISIONMESH_HOME": str(home)})
+        yield started
+    finally:
+        for server in started.values():
+            if server.proc.poll() is None:
+                server.kill()
+
+
+def reflected_services(addr: str) -> dict[str, set[str]]:
+    with grpc.insecure_channel(addr) as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        pool = descriptor_pool.DescriptorPool(db)
+        return {
+            name: {m.name for m in pool.FindServiceByName(name).methods}
+            for name in db.get_services()
+        }
+
+
+@pytest.mark.parametrize("module", list(EXPECTED))
+def test_health_serving_per_service(servers, module):
+    server = servers[module]
+    for service in [*EXPECTED[module], ""]:
+        assert health_status(server.addr, service) == health_pb2.HealthCheckResponse.SERVING
+    assert health_status(server.addr, "visionmesh.v1.NoSuchService") is None
+
+
+@pytest.mark.parametrize("module", list(EXPECTED))
+def test_reflection_lists_and_describes_every_service(servers, module):
+    services = reflected_services(servers[module].addr)
+    for name, methods in EXPECTED[module].items():
+        assert services[name] == methods
+    assert "grpc.health.v1.Health" in services
+
+
+@pytest.mark.parametrize("module", list(EXPECTED))
+def test_buf_curl_lists_services_and_methods_over_reflection(servers, module):
+    assert BUF.exists(), "buf CLI missing: run `make setup` (npm install)"
+    url = f"http://{servers[module].addr}"
+    base = [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge"]
+    listed = subprocess.run(
+        [*base, "--list-services", url], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    assert set(EXPECTED[module]) <= set(listed)
+    methods = subprocess.run(
+        [*base, "--list-methods", url], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    for service, names in EXPECTED[module].items():
+        assert {f"{service}/{m}" for m in names} <= set(methods)
+    health = subprocess.run(
+        [
+            *base,
+            "-d",
+            json.dumps({"service": next(iter(EXPECTED[module]))}),
+            f"{url}/grpc.health.v1.Health/Check",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert json.loads(health) == {"status": "SERVING"}
+
+
+@pytest.mark.parametrize("framework", ["ultralytics", "timm", "hf"])
+def test_trainer_capabilities_name_the_framework(servers, framework):
+    with servers[f"trainers.{framework}"].channel() as channel:
+        reply = trainer_pb2_grpc.TrainerServiceStub(channel).GetCapabilities(
+            trainer_pb2.GetCapabilitiesRequest(), timeout=10
+        )
+        assert reply.framework == framework
+        with pytest.raises(grpc.RpcError) as err:
+            trainer_pb2_grpc.TrainerServiceStub(channel).GetCapabilities(
+                trainer_pb2.GetCapabilitiesRequest(framework="other"), timeout=10
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_sigterm_drains_and_exits_cleanly(servers):
+    for module, server in servers.items():
+        assert server.stop() == 0, server.log()
+        assert f"{module} stopped" in server.log()
+        assert health_status(server.addr, "", timeout=0.5) is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_make_run_script_starts_all_and_stops_on_ctrl_c(tmp_path):
+    ports = [_free_port() for _ in range(4)]
+    env = child_env(
+        {
+            "VISIONMESH_HOME": str(tmp_path),
+            "VISIONMESH_DATASET_ADDR": f"127.0.0.1:{ports[0]}",
+            "VISIONMESH_TRAINERS": ",".join(
+                f"{fw}=127.0.0.1:{port}"
+                for fw, port in zip(("timm", "ultralytics", "hf"), ports[1:], strict=True)
+            ),
+        }
+    )
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "scripts/run_all.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "visionmesh is up" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        for port in ports:
+            assert f"127.0.0.1:{port}" in log.read_text()
+            assert health_status(f"127.0.0.1:{port}", "") == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+        for port in ports:
+            assert health_status(f"127.0.0.1:{port}", "", timeout=0.5) is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_default_addresses_are_the_documented_ports(monkeypatch):
+    from visionmesh import config
+
+    for var in ("VISIONMESH_DATASET_ADDR", "VISIONMESH_TRAINERS", "VISIONMESH_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    settings = config.load()
+    assert settings.dataset_addr == "127.0.0.1:50050"
+    assert settings.trainers == {
+        "timm": "127.0.0.1:50051",
+        "ultralytics": "127.0.0.1:50052",
+        "hf": "127.0.0.1:50053",
+    }
+    assert settings.home == Path("var").resolve()
+    assert settings.database_url.startswith("sqlite:///")
+    with pytest.raises(ValueError, match="framework=host:port"):
+        config.parse_trainers("ultralytics")
+
+
+# Server-side packages that must never need torch (DESIGN.md section 1).
+TORCH_FREE = ["dataset_svc", "visionmesh", "gateway"]
+
+
+def test_light_processes_import_without_torch():
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "for mod in ('torch', 'torchvision', 'ultralytics', 'timm', 'transformers'):\n"
+        "    sys.modules[mod] = None  # any import of them now raises ImportError\n"
+        f"for name in {TORCH_FREE!r}:\n"
+        "    pkg = importlib.import_module(name)\n"
+        "    for info in pkgutil.walk_packages(pkg.__path__, name + '.'):\n"
+        "        if info.name.endswith('__main__'):\n"
+        "            continue\n"
+        "        importlib.import_module(info.name)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_trainer_server_process_does_not_import_the_framework():
+    # The trainer server stays light: frameworks load only in job child processes.
+    code = (
+        "import sys\n"
+        "import trainers.runtime.server, trainers.ultralytics.adapter, trainers.timm.adapter, "
+        "trainers.hf.adapter\n"
+        "heavy = [m for m in ('torch', 'ultralytics', 'timm', 'transformers') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,161 @@
+"""The contract between the shared trainer runtime and one framework.
+
+An adapter is thin: it says what the framework can train (cheaply, without importing the
+framework, so the server starts fast) and, inside a job's child process, maps a prepared
+dataset folder and a spec onto the framework's own training loop, reporting each epoch
+through :class:`JobContext`. Everything else (queue, states, persistence, checkpoints in
+the object store, metric fan-out, resume, dataset cache and conversion) is the runtime's.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+# Task names used across the project (the TaskType enum's suffix in lower case).
+IMAGE_CLASSIFICATION = "image_classification"
+OBJECT_DETECTION = "object_detection"
+INSTANCE_SEGMENTATION = "instance_segmentation"
+SEMANTIC_SEGMENTATION = "semantic_segmentation"
+POSE_ESTIMATION = "pose_estimation"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model a trainer can build (GetCapabilities' ModelInfo)."""
+
+    name: str
+    task_types: tuple[str, ...]
+    family: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """A hyperparameter the adapter accepts (GetCapabilities' HyperparameterInfo)."""
+
+    name: str
+    type: str  # "int" | "float" | "bool" | "string"
+    default: str
+    description: str = ""
+    choices: tuple[str, ...] = ()
+    min_value: str = ""
+    max_value: str = ""
+    extra: bool = False  # passed through TrainingSpec.extra rather than a typed field
+
+
+@dataclass
+class TrainSpec:
+    """A resolved TrainingSpec: every number filled with the adapter's default."""
+
+    task_type: str
+    model: str
+    epochs: int
+    batch_size: int
+    image_size: int
+    learning_rate: float
+    seed: int
+    patience: int
+    device: str  # "cpu", "cuda", "cuda:0"
+    pretrained: bool
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    """What Predict returns, framework-neutral. Coordinates in pixels of the input image."""
+
+    task_type: str
+    image_width: int
+    image_height: int
+    # each: {"category_id", "category_name", "score", "box": (x, y, w, h) | None,
+    #        "polygons": [[x1, y1, ...], ...], "keypoints": [(x, y, visibility, score), ...]}
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    # each: {"category_id", "category_name", "score"}, best first
+    classes: list[dict[str, Any]] = field(default_factory=list)
+
+
+class JobContext(Protocol):
+    """What the runtime gives an adapter inside the job's child process."""
+
+    spec: TrainSpec
+    # The prepared dataset, read-only, in the layout ``dataset_format(task)`` asked for.
+    dataset_dir: Path
+    # Category ids and names in the order the prepared dataset indexes them.
+    class_names: list[str]
+    # Writable scratch folder of this job (framework output, temporary files).
+    work_dir: Path
+    # A framework checkpoint to resume from (last.pt of an interrupted run), or None.
+    resume_from: Path | None
+    # Pretrained weights fetched from models/pretrained/<framework>/..., or None.
+    pretrained_weights: Path | None
+
+    def report_epoch(
+        self,
+        epoch: int,
+        values: Mapping[str, float],
+        *,
+        checkpoint: Path | None = None,
+        images_seen: int = 0,
+    ) -> bool:
+        """Record a finished epoch (1-based) with normalized metric names.
+
+        ``checkpoint`` is the framework's resumable last checkpoint for this epoch; the
+        runtime stores it as last.pt (and best.pt / epoch_<n>.pt per policy). Epochs are
+        de-duplicated: reporting an epoch that is already recorded is ignored. Returns True
+        when the runtime asks the job to stop after this epoch (stop-early, deadline).
+        """
+
+    def should_stop(self) -> bool:
+        """True once stop-early or the deadline was requested; finish the epoch and return."""
+
+    def log(self, line: str) -> None:
+        """Append a line to the job's log (StreamLogs)."""
+
+
+class FrameworkAdapter(abc.ABC):
+    """One framework. Subclasses live in trainers/<framework>/adapter.py."""
+
+    #: "ultralytics", "timm" or "hf"
+    framework: str = ""
+
+    @abc.abstractmethod
+    def models(self) -> list[ModelSpec]:
+        """Models this trainer can build; must not import the framework."""
+
+    @abc.abstractmethod
+    def hyperparameters(self) -> list[Hyperparameter]:
+        """Typed hyperparameters with defaults, and the pass-through ``extra`` keys."""
+
+    @abc.abstractmethod
+    def dataset_format(self, task_type: str) -> str:
+        """Layout the runtime should prepare: "yolo", "imagefolder", "coco" or "dice"."""
+
+    def framework_version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(self.framework)
+        except PackageNotFoundError:
+            return ""
+
+    @abc.abstractmethod
+    def train(self, job: JobContext) -> None:
+        """Train in the job's child process, calling ``job.report_epoch`` once per epoch."""
+
+    @abc.abstractmethod
+    def predict(
+        self,
+        checkpoint: Path,
+        image: bytes,
+        *,
+        task_type: str,
+        class_names: list[str],
+        confidence: float,
+        max_detections: int,
+        device: str,
+    ) -> Prediction:
+        """Run one image through a checkpoint this adapter wrote."""
