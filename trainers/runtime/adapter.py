@@ -5,6 +5,21 @@ framework, so the server starts fast) and, inside a job's child process, maps a 
 dataset folder and a spec onto the framework's own training loop, reporting each epoch
 through :class:`JobContext`. Everything else (queue, states, persistence, checkpoints in
 the object store, metric fan-out, resume, dataset cache and conversion) is the runtime's.
+
+Prepared dataset layouts (``JobContext.dataset_dir``, read-only, written by the runtime from
+the snapshot manifest with ``visionmesh.formats`` writers; splits are "train" and "val"):
+
+- ``"yolo"`` (detect / segment / pose): ``data.yaml`` with an absolute ``path``,
+  ``train: images/train``, ``val: images/val``, ``names`` (index -> name) and ``kpt_shape``
+  for pose; ``images/{train,val}/<relative path>``; ``labels/{train,val}/<stem>.txt``.
+- ``"imagefolder"`` (classification, also ultralytics' classify layout):
+  ``{train,val}/<class name>/<file>``.
+- ``"coco"``: ``annotations_train.json`` and ``annotations_val.json`` (COCO, original category
+  ids, polygons kept so adapters can rasterize masks) with ``file_name`` relative to
+  ``images/``; ``images/<relative path>``.
+
+``JobContext.class_names`` lists the classes in the index order the layout uses (YOLO class
+index, sorted ImageFolder folder names, or COCO categories sorted by id).
 """
 
 from __future__ import annotations
