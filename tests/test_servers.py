@@ -7,13 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -146,9 +147,35 @@ def test_trainer_capabilities_name_the_framework(servers, framework):
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def _watch_statuses(addr: str, service: str, seen: list[int]) -> None:
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            for reply in health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=service), timeout=60
+            ):
+                seen.append(reply.status)
+                if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break  # leave, so the drain does not wait on this stream
+        except grpc.RpcError:
+            pass  # the server went away after draining
+
+
 def test_sigterm_drains_and_exits_cleanly(servers):
     for module, server in servers.items():
+        service = next(iter(EXPECTED[module]))
+        seen: list[int] = []
+        watcher = threading.Thread(target=_watch_statuses, args=(server.addr, service, seen))
+        watcher.start()
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert server.stop() == 0, server.log()
+        watcher.join(30)
+        # Watchers see the service go NOT_SERVING before the process ends.
+        assert seen == [
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        ], (module, seen)
         assert f"{module} stopped" in server.log()
         assert health_status(server.addr, "", timeout=0.5) is None
 

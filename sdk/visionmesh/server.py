@@ -89,6 +89,7 @@ class Server:
             self._grpc,
         )
         self.port = 0
+        self._serving: bool | None = None
         self._stopped = threading.Event()
 
     def start(self, listen: str) -> str:
@@ -101,6 +102,9 @@ class Server:
         return f"{host or '0.0.0.0'}:{self.port}"
 
     def set_serving(self, serving: bool) -> None:
+        if self._serving is serving:
+            return  # health watchers see each change once
+        self._serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
