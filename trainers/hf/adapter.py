@@ -1,24 +1,284 @@
-"""The hf adapter (framework mapping only; the runtime does the rest)."""
+"""The HuggingFace transformers adapter: classification, detection, semantic segmentation.
+
+Framework mapping only; the runtime owns jobs, storage and streaming. This module is
+imported by the server process, so it must not import torch or transformers: ``train`` and
+``predict`` run in the job's child process and import :mod:`trainers.hf.engine` there.
+
+Every model is built from its ``*Config`` with random weights (nothing is fetched from a
+hub; DETR-family backbones are transformers' own ``ResNetConfig``), or loaded from local
+weights the runtime fetched from ``models/pretrained/hf/<model>``. Names ending in
+``-micro`` are reduced configurations for CPU runs and tests; the others follow the
+published architecture sizes.
+
+Metrics: ``train/loss`` (+ ``train/cls_loss``, ``train/box_loss``, ``train/giou_loss`` for
+detection), ``val/loss``, ``lr`` (learning rate of the epoch's last step), and per task
+``val/top1`` + ``val/top5`` (fractions in [0, 1]); ``val/map50`` + ``val/map50_95`` (COCO
+mAP from pycocotools' COCOeval, fractions); ``val/miou`` (mean IoU over the foreground
+classes present in the ground truth or the prediction) + ``val/pixel_accuracy`` (all pixels,
+background included), both computed on masks at the training image size.
+"""
 
 from __future__ import annotations
 
-from trainers.runtime.adapter import FrameworkAdapter
+import os
+from pathlib import Path
+
+from trainers.runtime.adapter import (
+    IMAGE_CLASSIFICATION,
+    OBJECT_DETECTION,
+    SEMANTIC_SEGMENTATION,
+    FrameworkAdapter,
+    Hyperparameter,
+    JobContext,
+    ModelSpec,
+    Prediction,
+    SpecError,
+    TrainSpec,
+)
+from trainers.timm.adapter import check_extra
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+# name -> (task, family, description). The builders live in trainers/hf/engine.py.
+MODELS: dict[str, tuple[str, str, str]] = {
+    # image classification
+    "vit-micro": (IMAGE_CLASSIFICATION, "vit", "ViT, 2 layers, hidden 64, patch 8 (CPU/tests)"),
+    "vit-tiny": (IMAGE_CLASSIFICATION, "vit", "ViT-Ti/16: 12 layers, hidden 192, 3 heads"),
+    "vit-small": (IMAGE_CLASSIFICATION, "vit", "ViT-S/16: 12 layers, hidden 384, 6 heads"),
+    "vit-base": (IMAGE_CLASSIFICATION, "vit", "ViT-B/16: 12 layers, hidden 768, 12 heads"),
+    "deit-micro": (IMAGE_CLASSIFICATION, "deit", "DeiT, 2 layers, hidden 64, patch 8 (CPU/tests)"),
+    "deit-tiny": (IMAGE_CLASSIFICATION, "deit", "DeiT-Ti/16: 12 layers, hidden 192, 3 heads"),
+    "deit-small": (IMAGE_CLASSIFICATION, "deit", "DeiT-S/16: 12 layers, hidden 384, 6 heads"),
+    "convnext-micro": (
+        IMAGE_CLASSIFICATION,
+        "convnext",
+        "ConvNeXt, depths 1-1-1-1, widths 16-128 (CPU/tests)",
+    ),
+    "convnext-tiny": (
+        IMAGE_CLASSIFICATION,
+        "convnext",
+        "ConvNeXt-T: depths 3-3-9-3, widths 96-768",
+    ),
+    "convnext-small": (
+        IMAGE_CLASSIFICATION,
+        "convnext",
+        "ConvNeXt-S: depths 3-3-27-3, widths 96-768",
+    ),
+    "swin-micro": (IMAGE_CLASSIFICATION, "swin", "Swin, depths 1-1-1-1, embed 16 (CPU/tests)"),
+    "swin-tiny": (IMAGE_CLASSIFICATION, "swin", "Swin-T: depths 2-2-6-2, embed 96, window 7"),
+    "swin-small": (IMAGE_CLASSIFICATION, "swin", "Swin-S: depths 2-2-18-2, embed 96, window 7"),
+    # object detection
+    "detr-micro": (
+        OBJECT_DETECTION,
+        "detr",
+        "DETR, tiny ResNet backbone, d_model 64, 2+2 layers, 20 queries (CPU/tests)",
+    ),
+    "detr-resnet50": (OBJECT_DETECTION, "detr", "DETR with a ResNet-50 backbone (random init)"),
+    "conditional-detr-micro": (
+        OBJECT_DETECTION,
+        "conditional_detr",
+        "Conditional DETR, tiny ResNet backbone, d_model 64, 2+2 layers, 20 queries (CPU/tests)",
+    ),
+    "conditional-detr-resnet50": (
+        OBJECT_DETECTION,
+        "conditional_detr",
+        "Conditional DETR with a ResNet-50 backbone (random init); converges faster than DETR",
+    ),
+    "rt-detr-micro": (
+        OBJECT_DETECTION,
+        "rt_detr",
+        "RT-DETR, tiny ResNet backbone, d_model 64, 2 decoder layers, 30 queries (CPU/tests)",
+    ),
+    "rt-detr-r18": (
+        OBJECT_DETECTION,
+        "rt_detr",
+        "RT-DETR with a ResNet-18 backbone (random init), 3 decoder layers, 300 queries",
+    ),
+    "yolos-micro": (
+        OBJECT_DETECTION,
+        "yolos",
+        "YOLOS, 2 layers, hidden 64, 20 detection tokens (CPU/tests)",
+    ),
+    "yolos-tiny": (OBJECT_DETECTION, "yolos", "YOLOS-Ti: 12 layers, hidden 192, 3 heads"),
+    # semantic segmentation
+    "segformer-micro": (
+        SEMANTIC_SEGMENTATION,
+        "segformer",
+        "SegFormer, widths 16-128, 1 block per stage (CPU/tests)",
+    ),
+    "segformer-b0": (SEMANTIC_SEGMENTATION, "segformer", "SegFormer-B0 (MiT-b0), 3.7M parameters"),
+    "segformer-b1": (SEMANTIC_SEGMENTATION, "segformer", "SegFormer-B1 (MiT-b1), 13.7M parameters"),
+}
+
+TASKS = (IMAGE_CLASSIFICATION, OBJECT_DETECTION, SEMANTIC_SEGMENTATION)
+BEST_METRIC = {
+    IMAGE_CLASSIFICATION: "val/top1",
+    OBJECT_DETECTION: "val/map50_95",
+    SEMANTIC_SEGMENTATION: "val/miou",
+}
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "linear", "constant", "cosine_with_min_lr", "polynomial")
+
+
+def set_offline_env() -> None:
+    """Force every hub switch off in this process (before transformers is imported)."""
+    os.environ.update(OFFLINE_ENV)
 
 
 class HFAdapter(FrameworkAdapter):
     framework = "hf"
 
-    def models(self):
-        return []
+    def models(self) -> list[ModelSpec]:
+        return [
+            ModelSpec(name=name, task_types=(task,), family=family, description=description)
+            for name, (task, family, description) in MODELS.items()
+        ]
 
-    def hyperparameters(self):
-        return []
+    def hyperparameters(self) -> list[Hyperparameter]:
+        h = Hyperparameter
+        return [
+            h("epochs", "int", "20", "Training epochs", min_value="1", max_value="10000"),
+            h("batch_size", "int", "16", "Images per step", min_value="1", max_value="4096"),
+            h(
+                "image_size",
+                "int",
+                "224",
+                "Square input size in pixels (images are resized to it)",
+                min_value="32",
+            ),
+            h("learning_rate", "float", "0.0001", "Peak learning rate (AdamW)", min_value="0"),
+            h("seed", "int", "0", "Random seed (weights init, shuffling, augmentation)"),
+            h(
+                "patience",
+                "int",
+                "0",
+                "Epochs without gain in the task's best metric before stopping; 0 = off",
+            ),
+            h("pretrained", "bool", "false", "Start from models/pretrained/hf/<model>"),
+            h("optimizer", "string", "adamw", "Optimizer", choices=OPTIMIZERS, extra=True),
+            h(
+                "scheduler",
+                "string",
+                "cosine",
+                "transformers learning-rate schedule (per step)",
+                choices=SCHEDULERS,
+                extra=True,
+            ),
+            h("weight_decay", "float", "0.0001", "Weight decay", min_value="0", extra=True),
+            h(
+                "warmup_epochs",
+                "float",
+                "0",
+                "Linear warm-up, in epochs",
+                min_value="0",
+                extra=True,
+            ),
+            h(
+                "grad_clip",
+                "float",
+                "",
+                "Max gradient norm; default 0.1 for detection (as DETR), 1.0 otherwise; 0 = off",
+                min_value="0",
+                extra=True,
+            ),
+            h(
+                "label_smoothing",
+                "float",
+                "0",
+                "Label smoothing of the classification loss",
+                min_value="0",
+                max_value="1",
+                extra=True,
+            ),
+            h(
+                "hflip",
+                "float",
+                "0.5",
+                "Probability of a horizontal flip (every task)",
+                min_value="0",
+                max_value="1",
+                extra=True,
+            ),
+            h(
+                "augmentation",
+                "string",
+                "light",
+                "Classification: light = random resized crop (scale 0.5-1) + flip; flip = flip "
+                "only (for small objects a crop could cut out); none",
+                choices=("light", "flip", "none"),
+                extra=True,
+            ),
+            h("amp", "bool", "true", "Mixed precision on CUDA (ignored on CPU)", extra=True),
+            h("workers", "int", "0", "Data loader workers; 0 = auto", min_value="0", extra=True),
+        ]
 
-    def dataset_format(self, task_type):
-        raise NotImplementedError("training is not built yet for hf")
+    def dataset_format(self, task_type: str) -> str:
+        if task_type == IMAGE_CLASSIFICATION:
+            return "imagefolder"
+        if task_type in (OBJECT_DETECTION, SEMANTIC_SEGMENTATION):
+            return "coco"
+        raise ValueError(f"the hf trainer trains {', '.join(TASKS)}; {task_type} is not supported")
 
-    def train(self, job):
-        raise NotImplementedError("training is not built yet for hf")
+    def check_spec(self, spec: TrainSpec) -> None:
+        """Server side, without importing transformers: task, model for the task, extras."""
+        if spec.task_type not in TASKS:
+            raise SpecError(
+                "spec.task_type",
+                f"the hf trainer trains {', '.join(TASKS)}; {spec.task_type} is not supported",
+            )
+        names = [name for name, (task, _, _) in MODELS.items() if task == spec.task_type]
+        if spec.model not in names:
+            raise SpecError(
+                "spec.model",
+                f"hf has no model {spec.model!r} for {spec.task_type}; "
+                f"choose one of: {', '.join(names)}",
+            )
+        check_extra(dict(spec.extra or {}), self.hyperparameters())
 
-    def predict(self, checkpoint, image, **options):
-        raise NotImplementedError("prediction is not built yet for hf")
+    def best_metric(self, task_type: str) -> str:
+        return BEST_METRIC.get(task_type, "val/loss")
+
+    def framework_version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("transformers")
+        except PackageNotFoundError:
+            return ""
+
+    def train(self, job: JobContext) -> None:
+        set_offline_env()
+        from trainers.hf import engine
+
+        engine.train(job)
+
+    def predict(
+        self,
+        checkpoint: Path,
+        image: bytes,
+        *,
+        task_type: str,
+        class_names: list[str],
+        confidence: float,
+        max_detections: int,
+        device: str,
+    ) -> Prediction:
+        set_offline_env()
+        from trainers.hf import engine
+
+        return engine.predict(
+            Path(checkpoint),
+            image,
+            class_names=class_names,
+            confidence=confidence,
+            max_detections=max_detections,
+            device=device,
+        )

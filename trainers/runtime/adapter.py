@@ -20,6 +20,28 @@ the snapshot manifest with ``visionmesh.formats`` writers; splits are "train" an
 
 ``JobContext.class_names`` lists the classes in the index order the layout uses (YOLO class
 index, sorted ImageFolder folder names, or COCO categories sorted by id).
+
+Additions made while building the runtime (all optional, backwards compatible):
+
+- ``JobContext.report_epoch(..., is_best=None)``: an adapter whose framework picks its own
+  best checkpoint (ultralytics' fitness) passes ``is_best``; when None the runtime compares
+  ``FrameworkAdapter.best_metric(task)`` (higher is better, or lower for ``*loss`` names).
+- ``JobContext.category_ids``: the dataset's category ids in ``class_names`` order.
+- ``JobContext.images_per_epoch``: training images in the prepared dataset.
+- ``FrameworkAdapter.best_metric(task)``: the normalized metric that picks best.pt (shown
+  as ``Job.best_metric_name``). Default: val/top1 for classification, val/map50_95 else.
+- ``FrameworkAdapter.pretrained_key(model, task)``: object store key of pretrained weights;
+  default ``models/pretrained/<framework>/<model>.pt``. The runtime checks it exists at
+  StartTraining (FAILED_PRECONDITION naming the key) and downloads it for the job.
+- ``FrameworkAdapter.check_spec(spec)``: raise :class:`SpecError` (field, message) for a
+  spec this framework cannot run (unknown model for the task, bad ``extra`` key); called in
+  the server process at StartTraining, so it must not import the framework. Default: the
+  model must be one of ``models()`` for the task.
+- ``FrameworkAdapter.resolve_model(model, task)``: the name that is actually built
+  (e.g. ultralytics maps "yolo11n" + segmentation to "yolo11n-seg"); default: unchanged.
+- Predict: ``Prediction`` entries may give ``category_id`` as the class index
+  (position in ``class_names``); the runtime maps each entry to the dataset's category id by
+  ``category_name`` (falling back to that index), so either convention works.
 """
 
 from __future__ import annotations
@@ -93,6 +115,15 @@ class Prediction:
     classes: list[dict[str, Any]] = field(default_factory=list)
 
 
+class SpecError(ValueError):
+    """A TrainingSpec this adapter cannot run; ``field`` names it (``spec.model``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
 class JobContext(Protocol):
     """What the runtime gives an adapter inside the job's child process."""
 
@@ -107,6 +138,10 @@ class JobContext(Protocol):
     resume_from: Path | None
     # Pretrained weights fetched from models/pretrained/<framework>/..., or None.
     pretrained_weights: Path | None
+    # The dataset's category ids in ``class_names`` order (an addition, see the docstring).
+    category_ids: list[int]
+    # Training images in the prepared dataset (an addition).
+    images_per_epoch: int
 
     def report_epoch(
         self,
@@ -115,6 +150,7 @@ class JobContext(Protocol):
         *,
         checkpoint: Path | None = None,
         images_seen: int = 0,
+        is_best: bool | None = None,
     ) -> bool:
         """Record a finished epoch (1-based) with normalized metric names.
 
@@ -148,6 +184,29 @@ class FrameworkAdapter(abc.ABC):
     @abc.abstractmethod
     def dataset_format(self, task_type: str) -> str:
         """Layout the runtime should prepare: "yolo", "imagefolder", "coco" or "dice"."""
+
+    def best_metric(self, task_type: str) -> str:
+        """Normalized metric that picks best.pt (higher is better unless it ends in "loss")."""
+        return "val/top1" if task_type == IMAGE_CLASSIFICATION else "val/map50_95"
+
+    def resolve_model(self, model: str, task_type: str) -> str:
+        """The model name actually built for ``task_type`` (default: ``model`` unchanged)."""
+        return model
+
+    def pretrained_key(self, model: str, task_type: str) -> str:
+        """Object store key of pretrained weights for ``model`` (see ``TrainingSpec.pretrained``)."""
+        return f"models/pretrained/{self.framework}/{self.resolve_model(model, task_type)}.pt"
+
+    def check_spec(self, spec: TrainSpec) -> None:
+        """Raise :class:`SpecError` if this trainer cannot run ``spec`` (server side, cheap)."""
+        known = [m for m in self.models() if spec.task_type in m.task_types]
+        if not any(m.name == spec.model for m in known):
+            names = ", ".join(m.name for m in known) or "none"
+            raise SpecError(
+                "spec.model",
+                f"{self.framework} has no model {spec.model!r} for {spec.task_type}; "
+                f"choose one of: {names}",
+            )
 
     def framework_version(self) -> str:
         from importlib.metadata import PackageNotFoundError, version

@@ -1,24 +1,231 @@
-"""The TrainerService every framework's process serves, around one FrameworkAdapter."""
+"""The TrainerService every framework's process serves, around one FrameworkAdapter.
+
+The process stays light: it never imports torch or the framework (jobs run in
+:mod:`trainers.runtime.worker` children, predictions in a :mod:`trainers.runtime.predictor`
+child). Every RPC but GetCapabilities needs a signed-in caller; a job is visible to the
+user who started it only (others get NOT_FOUND). StartTraining forwards the caller's token to
+dataset_svc to snapshot the dataset and re-check its compatibility.
+
+StreamMetrics sends each finished epoch once (history first, then live) and, when the job
+ends, one last message without ``metrics`` carrying the final ``state``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import contextlib
+import functools
+import logging
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import grpc
+from google.protobuf import json_format
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
-from trainers.runtime.adapter import FrameworkAdapter
+from trainers.runtime import records
+from trainers.runtime.adapter import FrameworkAdapter, SpecError, TrainSpec
+from trainers.runtime.jobs import Job, JobError, JobManager
+from trainers.runtime.predictor import PredictError, PredictPool
+from trainers.runtime.records import JobRecord, task_enum, task_name
 from visionmesh import config
 from visionmesh.server import Service, parse_args, run, service_name
-from visionmesh.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+from visionmesh.store import KeyNotFound, open_store
+from visionmesh.v1 import (
+    common_pb2,
+    compatibility_pb2,
+    compatibility_pb2_grpc,
+    dataset_pb2,
+    dataset_pb2_grpc,
+    trainer_pb2,
+    trainer_pb2_grpc,
+)
+
+log = logging.getLogger("visionmesh.trainer")
+
+__all__ = ["TrainerServicer", "main", "task_enum"]
+
+DATASET_RE = re.compile(r"^datasets/[^/]+$")
+SNAPSHOT_RE = re.compile(r"^datasets/[^/]+/snapshots/[^/]+$")
+JOB_RE = re.compile(r"^jobs/([A-Za-z0-9_-]+)$")
+DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+TERMINAL_STATES = {
+    trainer_pb2.JOB_STATE_SUCCEEDED,
+    trainer_pb2.JOB_STATE_FAILED,
+    trainer_pb2.JOB_STATE_CANCELLED,
+}
 
 
-def task_enum(task: str) -> int:
-    return common_pb2.TaskType.Value(f"TASK_TYPE_{task.upper()}")
+def abort(context: grpc.ServicerContext, code: str, message: str, field: str = "") -> None:
+    status_code = getattr(grpc.StatusCode, code)
+    if field:
+        detail = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+            ]
+        )
+        status = status_pb2.Status(code=getattr(code_pb2, code), message=message)
+        status.details.add().Pack(detail)
+        context.abort_with_status(rpc_status.to_status(status))
+    context.abort(status_code, message)
+
+
+def handle_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: TrainerServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except JobError as exc:
+            abort(context, exc.code, exc.message, exc.field)
+
+    return wrapper
+
+
+def handle_stream_errors(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    @functools.wraps(method)
+    def wrapper(self: TrainerServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from method(self, request, context)
+        except JobError as exc:
+            abort(context, exc.code, exc.message, exc.field)
+
+    return wrapper
+
+
+def detect_device() -> str:
+    """The device text of GetCapabilities: ``cuda:0 (<GPU name>)`` via nvidia-smi, else ``cpu``."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return "cpu"
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "cpu"
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    return f"cuda:0 ({names[0]})" if names else "cpu"
+
+
+def _identity() -> tuple[str, str]:
+    from visionmesh import auth
+
+    identity = auth.current_identity()
+    if identity is None:
+        raise JobError("UNAUTHENTICATED", "this call needs 'authorization: Bearer <token>'")
+    return f"users/{identity.username}", auth.current_token() or ""
+
+
+def _job_id(name: str) -> str:
+    match = JOB_RE.match(name or "")
+    if not match:
+        raise JobError("INVALID_ARGUMENT", f"job name {name!r} is not jobs/{{job_id}}", "name")
+    return match.group(1)
+
+
+class DatasetClient:
+    """dataset_svc calls made with the caller's token."""
+
+    def __init__(self, addr: str) -> None:
+        self.addr = addr
+        self._channel: grpc.Channel | None = None
+        self._lock = threading.Lock()
+
+    def _stubs(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._channel is None:
+                self._channel = grpc.insecure_channel(self.addr)
+            return (
+                dataset_pb2_grpc.DatasetServiceStub(self._channel),
+                compatibility_pb2_grpc.CompatibilityServiceStub(self._channel),
+            )
+
+    def _call(self, what: str, fn: Callable[..., Any], request: Any, token: str) -> Any:
+        from visionmesh.auth import bearer_metadata
+
+        try:
+            return fn(request, metadata=bearer_metadata(token), timeout=60)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise JobError(
+                    "UNAVAILABLE", f"dataset service at {self.addr} unreachable ({what}): {details}"
+                ) from None
+            raise JobError(code.name, details or f"{what} failed") from None
+
+    def snapshot(self, dataset: str, reason: str, token: str) -> Any:
+        datasets, _ = self._stubs()
+        if SNAPSHOT_RE.match(dataset):
+            return self._call(
+                "GetSnapshot",
+                datasets.GetSnapshot,
+                dataset_pb2.GetSnapshotRequest(name=dataset),
+                token,
+            ).snapshot
+        return self._call(
+            "CreateSnapshot",
+            datasets.CreateSnapshot,
+            dataset_pb2.CreateSnapshotRequest(
+                parent=dataset, snapshot=dataset_pb2.Snapshot(reason=reason)
+            ),
+            token,
+        ).snapshot
+
+    def get_snapshot(self, name: str, token: str) -> Any:
+        datasets, _ = self._stubs()
+        return self._call(
+            "GetSnapshot", datasets.GetSnapshot, dataset_pb2.GetSnapshotRequest(name=name), token
+        ).snapshot
+
+    def check(self, request: Any, token: str) -> Any:
+        _, compat = self._stubs()
+        return self._call("CheckCompatibility", compat.CheckCompatibility, request, token).report
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
-    def __init__(self, adapter: FrameworkAdapter) -> None:
+    def __init__(
+        self,
+        adapter: FrameworkAdapter,
+        manager: JobManager | None = None,
+        *,
+        dataset: DatasetClient | None = None,
+        predict_pool: PredictPool | None = None,
+    ) -> None:
         self.adapter = adapter
+        self.manager = manager
+        self.dataset = dataset
+        self.predict_pool = predict_pool
+        self.device = "cpu"
+        self.ready = threading.Event()
+        self._pretrained: tuple[float, set[str]] = (0.0, set())
+
+    # -- capabilities -----------------------------------------------------------------------
+    def _pretrained_models(self) -> set[str]:
+        stamp, names = self._pretrained
+        if self.manager is None or time.monotonic() - stamp < 60:
+            return names
+        found = set()
+        prefix = f"models/pretrained/{self.adapter.framework}/"
+        with contextlib.suppress(Exception):
+            stems = {k[len(prefix) :].rsplit(".", 1)[0] for k in self.manager.store.list(prefix)}
+            for model in self.adapter.models():
+                for task in model.task_types:
+                    key = self.adapter.pretrained_key(model.name, task)
+                    if key[len(prefix) :].rsplit(".", 1)[0] in stems:
+                        found.add(model.name)
+        self._pretrained = (time.monotonic(), found)
+        return found
 
     def GetCapabilities(self, request, context):
         if request.framework and request.framework != self.adapter.framework:
@@ -27,15 +234,20 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                 f"this trainer serves framework {self.adapter.framework!r}, "
                 f"not {request.framework!r}",
             )
+        pretrained = self._pretrained_models()
         return trainer_pb2.GetCapabilitiesResponse(
             framework=self.adapter.framework,
             framework_version=self.adapter.framework_version(),
+            device=self.device,
+            max_concurrent_jobs=self.manager.max_jobs if self.manager else 0,
+            queue_capacity=self.manager.queue_capacity if self.manager else 0,
             models=[
                 trainer_pb2.ModelInfo(
                     name=m.name,
                     task_types=[task_enum(t) for t in m.task_types],
                     family=m.family,
                     description=m.description,
+                    pretrained_available=m.name in pretrained,
                 )
                 for m in self.adapter.models()
             ],
@@ -54,13 +266,439 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             ],
         )
 
+    # -- helpers ----------------------------------------------------------------------------
+    def _manager(self) -> JobManager:
+        if self.manager is None:
+            raise JobError("UNIMPLEMENTED", "this trainer runs no jobs")
+        if not self.ready.wait(60):
+            raise JobError("UNAVAILABLE", "the trainer is still loading its jobs; retry")
+        return self.manager
+
+    def _job(self, name: str) -> Job:
+        owner, _ = _identity()
+        return self._manager().get(_job_id(name), owner)
+
+    def _proto(self, job: Job) -> trainer_pb2.Job:
+        return job.record.to_proto(self._manager().queue_position(job.record.job_id))
+
+    def _defaults(self) -> dict[str, str]:
+        return {h.name: h.default for h in self.adapter.hyperparameters() if not h.extra}
+
+    def resolve_spec(self, spec: trainer_pb2.TrainingSpec) -> trainer_pb2.TrainingSpec:
+        """The spec with every 0 replaced by the adapter's default; JobError when invalid."""
+        out = trainer_pb2.TrainingSpec()
+        out.CopyFrom(spec)
+        if not (DATASET_RE.match(spec.dataset) or SNAPSHOT_RE.match(spec.dataset)):
+            raise JobError(
+                "INVALID_ARGUMENT",
+                f"spec.dataset {spec.dataset!r} is not datasets/{{id}} or "
+                "datasets/{id}/snapshots/{sid}",
+                "spec.dataset",
+            )
+        if spec.task_type == common_pb2.TASK_TYPE_UNSPECIFIED:
+            raise JobError("INVALID_ARGUMENT", "spec.task_type is required", "spec.task_type")
+        if not spec.model:
+            names = ", ".join(m.name for m in self.adapter.models())
+            raise JobError(
+                "INVALID_ARGUMENT", f"spec.model is required; one of: {names}", "spec.model"
+            )
+        defaults = self._defaults()
+
+        def default(name: str, fallback: float) -> float:
+            try:
+                return float(defaults.get(name, fallback))
+            except ValueError:
+                return fallback
+
+        out.epochs = spec.epochs or int(default("epochs", 10))
+        out.batch_size = spec.batch_size or int(default("batch_size", 16))
+        out.image_size = spec.image_size or int(default("image_size", 224))
+        out.learning_rate = spec.learning_rate or default("learning_rate", 0.001)
+        out.val_fraction = spec.val_fraction or 0.2
+        out.keep_last_checkpoints = spec.keep_last_checkpoints or 2
+        checks = [
+            ("spec.epochs", 1 <= out.epochs <= 10000, "epochs must be 1..10000"),
+            ("spec.batch_size", 1 <= out.batch_size <= 4096, "batch_size must be 1..4096"),
+            ("spec.image_size", 32 <= out.image_size <= 8192, "image_size must be 32..8192"),
+            ("spec.learning_rate", 0 < out.learning_rate <= 10, "learning_rate must be in (0, 10]"),
+            ("spec.patience", out.patience >= 0, "patience must be >= 0 (0 disables)"),
+            ("spec.val_fraction", 0 < out.val_fraction < 1, "val_fraction must be in (0, 1)"),
+            ("spec.max_duration_seconds", out.max_duration_seconds >= 0, "must be >= 0"),
+            ("spec.keep_last_checkpoints", 0 <= out.keep_last_checkpoints <= 1000, "0..1000"),
+            (
+                "spec.device",
+                not out.device or bool(DEVICE_RE.match(out.device)),
+                "device must be cpu, cuda or cuda:N",
+            ),
+        ]
+        for field, ok, message in checks:
+            if not ok:
+                raise JobError("INVALID_ARGUMENT", f"{field}: {message}", field)
+        try:
+            self.adapter.check_spec(self.train_spec(out))
+        except SpecError as exc:
+            raise JobError("INVALID_ARGUMENT", exc.message, exc.field) from None
+        return out
+
+    @staticmethod
+    def train_spec(spec: trainer_pb2.TrainingSpec) -> TrainSpec:
+        return TrainSpec(
+            task_type=task_name(spec.task_type),
+            model=spec.model,
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            image_size=spec.image_size,
+            learning_rate=spec.learning_rate,
+            seed=spec.seed,
+            patience=spec.patience,
+            device=spec.device,
+            pretrained=spec.pretrained,
+            extra=dict(spec.extra),
+        )
+
+    # -- RPCs -----------------------------------------------------------------------------
+    @handle_errors
+    def StartTraining(self, request, context):
+        manager = self._manager()
+        owner, token = _identity()
+        existing = manager.lookup_request(owner, request.request_id)
+        if existing is not None:
+            return trainer_pb2.StartTrainingResponse(job=self._proto(existing))
+        try:
+            job = self._start(request, owner, token)
+        finally:
+            if request.request_id:
+                manager.release_request(owner, request.request_id)
+        return trainer_pb2.StartTrainingResponse(job=self._proto(job))
+
+    def _start(self, request: Any, owner: str, token: str) -> Job:
+        manager = self._manager()
+        spec = self.resolve_spec(request.spec)
+        task = task_name(spec.task_type)
+        if spec.pretrained:
+            key = self.adapter.pretrained_key(spec.model, task)
+            if not manager.store.exists(key):
+                raise JobError(
+                    "FAILED_PRECONDITION",
+                    f"no pretrained weights for {spec.model!r}: {key} is not in the object "
+                    "store (upload it, or train with pretrained=false)",
+                    "spec.pretrained",
+                )
+        manager.check_capacity()
+        if self.dataset is None:
+            raise JobError("UNAVAILABLE", "no dataset service configured")
+        job_id = manager.new_job_id()
+        snapshot = self.dataset.snapshot(spec.dataset, f"training jobs/{job_id}", token)
+        report = self.dataset.check(
+            compatibility_pb2.CheckCompatibilityRequest(
+                dataset=snapshot.name,
+                task_type=spec.task_type,
+                split_seed=spec.split_seed,
+                val_fraction=spec.val_fraction,
+            ),
+            token,
+        )
+        if not report.compatible:
+            reasons = "; ".join(report.errors) or "no usable annotations"
+            raise JobError(
+                "FAILED_PRECONDITION",
+                f"{snapshot.name} cannot train {task}: {reasons}",
+                "spec.task_type",
+            )
+        manifest_key = (
+            snapshot.manifest_key or self.dataset.get_snapshot(snapshot.name, token).manifest_key
+        )
+        if not manifest_key:
+            raise JobError("FAILED_PRECONDITION", f"{snapshot.name} has no manifest")
+        conversion = ""
+        if report.conversion:
+            conversion = (
+                compatibility_pb2.Conversion.Name(report.conversion)
+                .removeprefix("CONVERSION_")
+                .lower()
+            )
+        record = JobRecord(
+            job_id=job_id,
+            framework=self.adapter.framework,
+            owner=owner,
+            request_id=request.request_id,
+            spec=json_format.MessageToDict(spec),
+            task_type=task,
+            model=spec.model,
+            dataset=spec.dataset,
+            snapshot=snapshot.name,
+            manifest_key=manifest_key,
+            split_seed=spec.split_seed,
+            split_generated=report.split_generated,
+            val_fraction=spec.val_fraction,
+            conversion=conversion,
+            total_epochs=spec.epochs,
+            best_metric_name=self.adapter.best_metric(task),
+        )
+        return manager.submit(record)
+
+    @handle_errors
+    def GetJob(self, request, context):
+        return trainer_pb2.GetJobResponse(job=self._proto(self._job(request.name)))
+
+    @handle_errors
+    def ListJobs(self, request, context):
+        owner, _ = _identity()
+        jobs = self._manager().list(owner)
+        for key, value in _parse_filter(request.filter):
+            if key == "state":
+                state = value.upper().removeprefix("JOB_STATE_")
+                jobs = [j for j in jobs if j.record.state == state]
+            elif key == "dataset":
+                jobs = [
+                    j
+                    for j in jobs
+                    if j.record.dataset == value
+                    or j.record.snapshot == value
+                    or j.record.snapshot.startswith(value + "/")
+                ]
+            elif key == "model":
+                jobs = [j for j in jobs if j.record.model == value]
+        size = request.page_size if request.page_size > 0 else 50
+        size = min(size, 1000)
+        try:
+            start = int(request.page_token or 0)
+        except ValueError:
+            raise JobError("INVALID_ARGUMENT", "bad page_token", "page_token") from None
+        page = jobs[start : start + size]
+        token = str(start + size) if start + size < len(jobs) else ""
+        return trainer_pb2.ListJobsResponse(
+            jobs=[self._proto(j) for j in page], next_page_token=token
+        )
+
+    @handle_errors
+    def CancelJob(self, request, context):
+        job = self._job(request.name)
+        self._manager().cancel(job, request.stop_early)
+        return trainer_pb2.CancelJobResponse(job=self._proto(job))
+
+    @handle_errors
+    def ResumeJob(self, request, context):
+        job = self._job(request.name)
+        self._manager().resume(job)
+        return trainer_pb2.ResumeJobResponse(job=self._proto(job))
+
+    @handle_stream_errors
+    def StreamMetrics(self, request, context):
+        job = self._job(request.name)
+        manager = self._manager()
+        sent: set[int] = set()
+        while True:
+            with manager.cond:
+                pending = [
+                    m
+                    for m in job.metrics
+                    if m["epoch"] >= request.from_epoch and m["epoch"] not in sent
+                ]
+                state = trainer_pb2.JobState.Value(f"JOB_STATE_{job.record.state}")
+                if not pending:
+                    if state in TERMINAL_STATES:
+                        break
+                    manager.cond.wait(1.0)
+                    if not context.is_active():
+                        return
+                    continue
+            for item in pending:
+                sent.add(item["epoch"])
+                yield trainer_pb2.StreamMetricsResponse(
+                    metrics=records.epoch_to_proto(item), state=state
+                )
+        yield trainer_pb2.StreamMetricsResponse(state=state)
+
+    @handle_stream_errors
+    def StreamLogs(self, request, context):
+        job = self._job(request.name)
+        manager = self._manager()
+        position = 0
+        while True:
+            with manager.cond:
+                lines = manager._ensure_log(job)
+                chunk = lines[position : position + 500]
+                ended = job.record.state in records.TERMINAL and job.record.job_id not in (
+                    manager.running
+                )
+                if not chunk:
+                    if ended or not request.follow:
+                        return
+                    manager.cond.wait(1.0)
+                    if not context.is_active():
+                        return
+                    continue
+                position += len(chunk)
+            yield trainer_pb2.StreamLogsResponse(lines=chunk)
+
+    @handle_errors
+    def Predict(self, request, context):
+        job = self._job(request.name)
+        manager = self._manager()
+        if not request.image:
+            raise JobError("INVALID_ARGUMENT", "image is empty", "image")
+        which = (request.checkpoint or "best").removesuffix(".pt")
+        if which not in ("best", "last") and not re.match(r"^epoch_\d+$", which):
+            raise JobError(
+                "INVALID_ARGUMENT", "checkpoint must be best, last or epoch_<n>", "checkpoint"
+            )
+        record = job.record
+        key = records.checkpoint_key(record.job_id, f"{which}.pt")
+        local = manager.cache_root / "predict" / record.job_id / f"{which}.pt"
+        fresh = record.state in records.TERMINAL and local.is_file()
+        if not fresh:
+            try:
+                manager.store.download(key, local)
+            except KeyNotFound:
+                raise JobError(
+                    "FAILED_PRECONDITION",
+                    f"{record.name} has no {which}.pt yet ({key}): wait for an epoch to finish",
+                    "checkpoint",
+                ) from None
+        if self.predict_pool is None:
+            raise JobError("UNIMPLEMENTED", "prediction is not available on this trainer")
+        try:
+            reply = self.predict_pool.predict(
+                {
+                    "checkpoint": str(local.resolve()),
+                    "image": base64.b64encode(request.image).decode(),
+                    "task_type": record.task_type,
+                    "class_names": record.class_names,
+                    "confidence": request.confidence_threshold or 0.25,
+                    "max_detections": request.max_detections or 100,
+                    "device": str(record.spec.get("device", "")),
+                }
+            )
+        except PredictError as exc:
+            message = str(exc)
+            if "cannot identify image" in message or "UnidentifiedImageError" in message:
+                raise JobError(
+                    "INVALID_ARGUMENT", f"image is not a readable picture: {message}", "image"
+                ) from None
+            raise JobError("INTERNAL", f"prediction failed: {message}") from None
+        return self._prediction(record, reply, key)
+
+    @staticmethod
+    def _prediction(record: JobRecord, reply: dict[str, Any], key: str) -> Any:
+        pred = reply["prediction"]
+        ids_by_name = dict(zip(record.class_names, record.category_ids, strict=False))
+
+        def category(item: dict[str, Any]) -> tuple[int, str]:
+            name = str(item.get("category_name", ""))
+            if name in ids_by_name:
+                return ids_by_name[name], name
+            index = int(item.get("category_id", 0))
+            if 0 <= index < len(record.category_ids):
+                return record.category_ids[index], record.class_names[index]
+            return index, name
+
+        out = trainer_pb2.PredictResponse(
+            task_type=task_enum(pred["task_type"]),
+            image_width=int(pred["image_width"]),
+            image_height=int(pred["image_height"]),
+            inference_ms=float(reply.get("inference_ms", 0.0)),
+            checkpoint_key=key,
+        )
+        for det in pred.get("detections", []):
+            cid, cname = category(det)
+            item = out.detections.add(category_id=cid, category_name=cname, score=det["score"])
+            if det.get("box"):
+                x, y, w, h = det["box"]
+                item.box.CopyFrom(common_pb2.BoundingBox(x=x, y=y, width=w, height=h))
+            for poly in det.get("polygons", []):
+                item.polygons.add(coordinates=poly)
+            for kp in det.get("keypoints", []):
+                kx, ky, vis, score = (list(kp) + [0, 0, 0, 0])[:4]
+                item.keypoints.add(x=kx, y=ky, visibility=int(vis), score=score)
+        for cls in pred.get("classes", []):
+            cid, cname = category(cls)
+            out.classes.add(category_id=cid, category_name=cname, score=cls["score"])
+        return out
+
+
+def _parse_filter(text: str) -> list[tuple[str, str]]:
+    out = []
+    for part in re.split(r"\s+AND\s+|\s+", (text or "").strip()):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("state", "dataset", "model"):
+            raise JobError(
+                "INVALID_ARGUMENT",
+                f'unsupported filter {part!r}: use state=JOB_STATE_..., dataset="datasets/..." '
+                "or model=NAME",
+                "filter",
+            )
+        out.append((key, value.strip().strip('"')))
+    return out
+
+
+class _LazyVerifier:
+    """Loads the JWT public key on first use, so a trainer may start before dataset_svc."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self._verifier: Any = None
+
+    def verify(self, token: Any) -> Any:
+        from visionmesh import auth
+
+        if self._verifier is None:
+            try:
+                self._verifier = auth.load_verifier(self.settings)
+            except (FileNotFoundError, ValueError) as exc:
+                raise auth.AuthError(str(exc)) from None
+        return self._verifier.verify(token)
+
+
+def build(
+    adapter: FrameworkAdapter, settings: config.Settings | None = None
+) -> tuple[TrainerServicer, JobManager, PredictPool, list[grpc.ServerInterceptor]]:
+    from visionmesh import auth
+
+    settings = settings or config.load()
+    store = open_store(settings.store_url)
+    manager = JobManager(adapter, store, home=settings.home, store_url=settings.store_url)
+    predict_log = settings.home / "trainer-work" / adapter.framework / "predict.log"
+    predict_log.parent.mkdir(parents=True, exist_ok=True)
+    adapter_path = f"{type(adapter).__module__}:{type(adapter).__name__}"
+    pool = PredictPool(adapter_path, log_path=predict_log)
+    servicer = TrainerServicer(
+        adapter, manager, dataset=DatasetClient(settings.dataset_addr), predict_pool=pool
+    )
+    public = [f"/{service_name(trainer_pb2, 'TrainerService')}/GetCapabilities"]
+    interceptors = [auth.AuthInterceptor(_LazyVerifier(settings), public)]  # type: ignore[arg-type]
+
+    def background() -> None:
+        servicer.device = detect_device()
+
+    def load() -> None:
+        try:
+            manager.start()
+        finally:
+            servicer.ready.set()
+
+    threading.Thread(target=background, daemon=True, name="device").start()
+    threading.Thread(target=load, daemon=True, name="recover").start()
+    return servicer, manager, pool, interceptors
+
 
 def main(adapter: FrameworkAdapter, argv: Sequence[str] | None = None) -> int:
     prog = f"trainers.{adapter.framework}"
     args = parse_args(prog, config.DEFAULT_ADDRESSES[adapter.framework], argv)
+    servicer, manager, pool, interceptors = build(adapter)
     service = Service(
         service_name(trainer_pb2, "TrainerService"),
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
-        TrainerServicer(adapter),
+        servicer,
     )
-    return run(prog, [service], args.listen, grace=args.grace)
+    return run(
+        prog,
+        [service],
+        args.listen,
+        grace=args.grace,
+        interceptors=interceptors,
+        on_drain=[manager.drain, pool.close],
+    )

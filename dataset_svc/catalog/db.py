@@ -1,0 +1,102 @@
+"""Engine, sessions and migrations for the catalog.
+
+``open_catalog(url)`` creates the engine (SQLite by default, PostgreSQL via
+``postgresql+psycopg://...``), brings the schema to the newest Alembic revision
+(``alembic upgrade head``, run programmatically at every start) and returns a
+:class:`Catalog` whose :meth:`Catalog.session` is a transaction: committed when the block
+ends normally, rolled back on any exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from dataset_svc.catalog.models import BlobGuard
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_migrate_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=16,
+            max_overflow=16,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option(
+        "sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    )
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """``alembic upgrade head`` on ``engine`` (idempotent)."""
+    with _migrate_lock, engine.begin() as connection:
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+class Catalog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any exception."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def lock_blob_references(session: Session) -> None:
+    """Serialize with the garbage collector: call first in any transaction that adds
+    references to blobs (upload commit, snapshot) and in each GC batch.
+
+    An UPDATE of the single guard row takes a row lock on PostgreSQL and the write lock
+    on SQLite, held until the transaction ends.
+    """
+    session.execute(
+        update(BlobGuard).where(BlobGuard.id == 1).values(version=BlobGuard.version + 1)
+    )
+
+
+def open_catalog(url: str, *, run_migrations: bool = True) -> Catalog:
+    engine = make_engine(url)
+    if run_migrations:
+        migrate(engine)
+    return Catalog(engine)

@@ -1,0 +1,372 @@
+"""Dataset CRUD, listing (filters, order, pagination), counts and the health summary."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, distinct, exists, func, select
+from sqlalchemy.orm import Session
+
+from dataset_svc import convert, filters, names, pagination
+from dataset_svc.catalog.models import (
+    Annotation,
+    Category,
+    Dataset,
+    Image,
+    Snapshot,
+    SnapshotBlob,
+    User,
+    utcnow,
+)
+from dataset_svc.errors import invalid_argument, invalid_fields
+from dataset_svc.permissions import visible_to
+from visionmesh.v1 import common_pb2, dataset_pb2
+
+MAX_DISPLAY_NAME = 200
+MAX_DESCRIPTION = 10_000
+WRITABLE_FIELDS = ("display_name", "description", "visibility")
+
+LIST_FILTERS = {
+    "display_name": {":", "="},
+    "owner": {"="},
+    "visibility": {"="},
+    "labeled": {"="},
+}
+
+
+def _image_count():  # type: ignore[no-untyped-def]
+    return (
+        select(func.count(Image.id))
+        .where(Image.dataset_id == Dataset.id)
+        .correlate(Dataset)
+        .scalar_subquery()
+    )
+
+
+def _annotation_count():  # type: ignore[no-untyped-def]
+    return (
+        select(func.count(Annotation.id))
+        .where(Annotation.dataset_id == Dataset.id)
+        .correlate(Dataset)
+        .scalar_subquery()
+    )
+
+
+ORDER_FIELDS = {
+    "create_time": lambda: Dataset.create_time,
+    "update_time": lambda: Dataset.update_time,
+    "display_name": lambda: Dataset.display_name,
+    "image_count": _image_count,
+    "annotation_count": _annotation_count,
+}
+
+
+def validate_fields(message: dataset_pb2.Dataset, fields: Iterable[str]) -> None:
+    problems = []
+    for field in fields:
+        if field == "display_name":
+            name = message.display_name.strip()
+            if not 1 <= len(name) <= MAX_DISPLAY_NAME:
+                problems.append(
+                    ("dataset.display_name", f"must be 1-{MAX_DISPLAY_NAME} characters")
+                )
+        elif field == "description":
+            if len(message.description) > MAX_DESCRIPTION:
+                problems.append(
+                    ("dataset.description", f"must be at most {MAX_DESCRIPTION} characters")
+                )
+        elif field == "visibility":
+            if message.visibility not in (
+                common_pb2.VISIBILITY_PRIVATE,
+                common_pb2.VISIBILITY_PUBLIC,
+            ):
+                problems.append(
+                    ("dataset.visibility", "must be VISIBILITY_PRIVATE or VISIBILITY_PUBLIC")
+                )
+    if problems:
+        raise invalid_fields(
+            "invalid dataset: " + "; ".join(f"{f} {why}" for f, why in problems), problems
+        )
+
+
+def create(session: Session, owner: User, message: dataset_pb2.Dataset) -> Dataset:
+    fields = ["display_name", "description"]
+    if message.visibility != common_pb2.VISIBILITY_UNSPECIFIED:
+        fields.append("visibility")
+    validate_fields(message, fields)
+    now = utcnow()
+    row = Dataset(
+        id=names.new_id(),
+        display_name=message.display_name.strip(),
+        description=message.description,
+        visibility=message.visibility or common_pb2.VISIBILITY_PRIVATE,
+        owner_id=owner.id,
+        create_time=now,
+        update_time=now,
+        labeled=False,
+        annotation_variant="",
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def update(
+    session: Session, row: Dataset, message: dataset_pb2.Dataset, mask_paths: Sequence[str]
+) -> Dataset:
+    if mask_paths:
+        unknown = [p for p in mask_paths if p not in WRITABLE_FIELDS]
+        if unknown:
+            raise invalid_argument(
+                f"update_mask: {', '.join(unknown)} cannot be changed "
+                f"(writable: {', '.join(WRITABLE_FIELDS)})",
+                "update_mask",
+            )
+        fields = list(mask_paths)
+    else:  # every writable field that is set
+        fields = [
+            f
+            for f in WRITABLE_FIELDS
+            if (f != "visibility" and getattr(message, f))
+            or (f == "visibility" and message.visibility)
+        ]
+    validate_fields(message, fields)
+    for field in fields:
+        value = getattr(message, field)
+        setattr(row, field, value.strip() if field == "display_name" else value)
+    if fields:
+        row.update_time = utcnow()
+    return row
+
+
+def delete_dataset(session: Session, dataset_id: str) -> list[str]:
+    """Delete every row of a dataset; returns its snapshot ids (for store cleanup)."""
+    snapshot_ids = list(
+        session.scalars(select(Snapshot.id).where(Snapshot.dataset_id == dataset_id))
+    )
+    if snapshot_ids:
+        session.execute(delete(SnapshotBlob).where(SnapshotBlob.snapshot_id.in_(snapshot_ids)))
+    session.execute(delete(Snapshot).where(Snapshot.dataset_id == dataset_id))
+    session.execute(delete(Annotation).where(Annotation.dataset_id == dataset_id))
+    session.execute(delete(Category).where(Category.dataset_id == dataset_id))
+    session.execute(delete(Image).where(Image.dataset_id == dataset_id))
+    session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+    return snapshot_ids
+
+
+def touch(row: Dataset) -> None:
+    row.update_time = utcnow()
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _parse_order(order_by: str) -> list[Any]:
+    clauses: list[Any] = []
+    text = order_by.strip() or "create_time desc"
+    for part in text.split(","):
+        words = part.split()
+        if not words or len(words) > 2 or words[0] not in ORDER_FIELDS:
+            raise invalid_argument(
+                f"order_by {order_by!r}: use a comma-separated list of "
+                f"{', '.join(ORDER_FIELDS)}, each optionally followed by desc",
+                "order_by",
+            )
+        if len(words) == 2 and words[1].lower() not in ("asc", "desc"):
+            raise invalid_argument(
+                f"order_by {order_by!r}: direction must be asc or desc", "order_by"
+            )
+        column = ORDER_FIELDS[words[0]]()
+        clauses.append(column.desc() if len(words) == 2 and words[1].lower() == "desc" else column)
+    clauses.append(Dataset.id)
+    return clauses
+
+
+def _apply_filters(query: Select[Any], text: str) -> Select[Any]:
+    for term in filters.parse(text, LIST_FILTERS):
+        if term.field == "display_name":
+            if term.op == ":":
+                pattern = "%" + term.value.lower().replace("%", r"\%").replace("_", r"\_") + "%"
+                query = query.where(func.lower(Dataset.display_name).like(pattern, escape="\\"))
+            else:
+                query = query.where(Dataset.display_name == term.value)
+        elif term.field == "owner":
+            username = term.value.removeprefix("users/")
+            query = query.where(User.username == username)
+        elif term.field == "visibility":
+            value = term.value.upper()
+            value = value if value.startswith("VISIBILITY_") else f"VISIBILITY_{value}"
+            if value not in ("VISIBILITY_PUBLIC", "VISIBILITY_PRIVATE"):
+                raise invalid_argument(
+                    f"filter: visibility must be VISIBILITY_PUBLIC or VISIBILITY_PRIVATE, "
+                    f"got {term.value!r}",
+                    "filter",
+                )
+            query = query.where(Dataset.visibility == common_pb2.Visibility.Value(value))
+        elif term.field == "labeled":
+            query = query.where(Dataset.labeled == filters.parse_bool(term))
+    return query
+
+
+def list_visible(
+    session: Session, user: User, request: dataset_pb2.ListDatasetsRequest
+) -> dataset_pb2.ListDatasetsResponse:
+    page = pagination.page(request.page_size, request.page_token, request.filter, request.order_by)
+    base = (
+        select(Dataset, User.username)
+        .join(User, User.id == Dataset.owner_id)
+        .where(visible_to(user))
+    )
+    base = _apply_filters(base, request.filter)
+    order = _parse_order(request.order_by)
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    rows = session.execute(base.order_by(*order).offset(page.offset).limit(page.size)).all()
+    messages = to_messages(session, [(d, owner) for d, owner in rows])
+    return dataset_pb2.ListDatasetsResponse(
+        datasets=messages,
+        next_page_token=page.next_token(len(rows), total),
+        total_size=total,
+    )
+
+
+def counts(session: Session, dataset_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """dataset id -> (image_count, annotation_count, total_bytes of distinct blobs)."""
+    result = {d: [0, 0, 0] for d in dataset_ids}
+    if not dataset_ids:
+        return {}
+    for dataset_id, n in session.execute(
+        select(Image.dataset_id, func.count(Image.id))
+        .where(Image.dataset_id.in_(dataset_ids))
+        .group_by(Image.dataset_id)
+    ):
+        result[dataset_id][0] = n
+    for dataset_id, n in session.execute(
+        select(Annotation.dataset_id, func.count(Annotation.id))
+        .where(Annotation.dataset_id.in_(dataset_ids))
+        .group_by(Annotation.dataset_id)
+    ):
+        result[dataset_id][1] = n
+    distinct_blobs = (
+        select(Image.dataset_id, Image.sha256, Image.size_bytes)
+        .where(Image.dataset_id.in_(dataset_ids))
+        .distinct()
+        .subquery()
+    )
+    for dataset_id, total in session.execute(
+        select(distinct_blobs.c.dataset_id, func.sum(distinct_blobs.c.size_bytes)).group_by(
+            distinct_blobs.c.dataset_id
+        )
+    ):
+        result[dataset_id][2] = int(total or 0)
+    return {k: (v[0], v[1], v[2]) for k, v in result.items()}
+
+
+def categories_of(session: Session, dataset_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    result: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if dataset_ids:
+        for row in session.scalars(
+            select(Category)
+            .where(Category.dataset_id.in_(dataset_ids))
+            .order_by(Category.dataset_id, Category.category_id)
+        ):
+            result[row.dataset_id].append(convert.category_dict(row))
+    return result
+
+
+def to_messages(
+    session: Session, rows: Sequence[tuple[Dataset, str]], *, with_health: bool = False
+) -> list[dataset_pb2.Dataset]:
+    ids = [d.id for d, _ in rows]
+    stats = counts(session, ids)
+    cats = categories_of(session, ids)
+    return [
+        convert.dataset(
+            d,
+            owner,
+            image_count=stats[d.id][0],
+            annotation_count=stats[d.id][1],
+            total_bytes=stats[d.id][2],
+            categories=cats.get(d.id, []),
+            health=health_summary(session, d.id) if with_health else None,
+        )
+        for d, owner in rows
+    ]
+
+
+def owner_username(session: Session, row: Dataset) -> str:
+    return session.scalar(select(User.username).where(User.id == row.owner_id)) or ""
+
+
+def health_summary(session: Session, dataset_id: str) -> dataset_pb2.DatasetHealth:
+    """Counts per class and split, images per split, image sizes, unlabeled images."""
+    health = dataset_pb2.DatasetHealth()
+    names_by_id = dict(
+        session.execute(
+            select(Category.category_id, Category.name).where(Category.dataset_id == dataset_id)
+        ).all()
+    )
+    for category_id, split, n_images, n_annotations in session.execute(
+        select(
+            Annotation.category_id,
+            Image.split,
+            func.count(distinct(Annotation.image_id)),
+            func.count(Annotation.id),
+        )
+        .join(Image, Image.id == Annotation.image_id)
+        .where(Annotation.dataset_id == dataset_id)
+        .group_by(Annotation.category_id, Image.split)
+        .order_by(Annotation.category_id, Image.split)
+    ):
+        health.class_counts.add(
+            category_id=category_id,
+            category_name=names_by_id.get(category_id, ""),
+            split=split,
+            image_count=n_images,
+            annotation_count=n_annotations,
+        )
+    for split, n in session.execute(
+        select(Image.split, func.count(Image.id))
+        .where(Image.dataset_id == dataset_id)
+        .group_by(Image.split)
+    ):
+        health.images_per_split[split] = n
+    health.unlabeled_image_count = (
+        session.scalar(
+            select(func.count(Image.id)).where(
+                Image.dataset_id == dataset_id,
+                ~exists().where(Annotation.image_id == Image.id),
+            )
+        )
+        or 0
+    )
+    sizes = session.execute(
+        select(
+            func.min(Image.width),
+            func.max(Image.width),
+            func.min(Image.height),
+            func.max(Image.height),
+            func.avg(Image.width),
+            func.avg(Image.height),
+        ).where(Image.dataset_id == dataset_id)
+    ).one()
+    if sizes[0] is not None:
+        health.min_width, health.max_width = int(sizes[0]), int(sizes[1])
+        health.min_height, health.max_height = int(sizes[2]), int(sizes[3])
+        health.mean_width, health.mean_height = float(sizes[4]), float(sizes[5])
+    in_dataset = Annotation.dataset_id == dataset_id
+    kinds = {
+        "image_label": and_(
+            Annotation.bbox.is_(None),
+            Annotation.segmentation.is_(None),
+            Annotation.keypoints.is_(None),
+        ),
+        "box": Annotation.bbox.is_not(None),
+        "polygon": Annotation.segmentation.is_not(None),
+        "keypoints": Annotation.keypoints.is_not(None),
+    }
+    for kind, condition in kinds.items():
+        if session.scalar(select(exists().where(in_dataset, condition))):
+            health.annotation_kinds.append(kind)
+    return health

@@ -1,0 +1,74 @@
+"""DiffSnapshots: what changed between two documents of one dataset.
+
+Images are matched by path: added, removed, or changed (same path, other bytes).
+Annotations are compared per image path by content (category and geometry): identical
+ones cancel out; a remaining pair on the same image with the same category counts as
+changed (e.g. a moved box); the rest are added or removed. So re-importing the same
+labels shows no change even though annotation ids differ.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from typing import Any
+
+from visionmesh.v1 import dataset_pb2
+
+
+def _content_key(ann: dict[str, Any]) -> str:
+    return json.dumps(
+        [ann.get("category_id"), ann.get("bbox"), ann.get("segmentation"), ann.get("keypoints")],
+        sort_keys=True,
+    )
+
+
+def _by_path(document: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    path_of = {im["id"]: im["file_name"] for im in document["images"]}
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ann in document["annotations"]:
+        path = path_of.get(ann["image_id"])
+        if path is not None:
+            out[path].append(ann)
+    return out
+
+
+def diff(base: dict[str, Any], target: dict[str, Any]) -> dataset_pb2.DiffSnapshotsResponse:
+    base_images = {im["file_name"]: im.get("sha256", "") for im in base["images"]}
+    target_images = {im["file_name"]: im.get("sha256", "") for im in target["images"]}
+    response = dataset_pb2.DiffSnapshotsResponse(
+        added_images=sorted(set(target_images) - set(base_images)),
+        removed_images=sorted(set(base_images) - set(target_images)),
+        changed_images=sorted(
+            p for p in set(base_images) & set(target_images) if base_images[p] != target_images[p]
+        ),
+    )
+    base_anns, target_anns = _by_path(base), _by_path(target)
+    added = removed = changed = 0
+    for path in set(base_anns) | set(target_anns):
+        before = Counter(_content_key(a) for a in base_anns.get(path, []))
+        after = Counter(_content_key(a) for a in target_anns.get(path, []))
+        gone = before - after
+        new = after - before
+        gone_by_cat = Counter(json.loads(k)[0] for k in gone.elements())
+        new_by_cat = Counter(json.loads(k)[0] for k in new.elements())
+        pairs = sum((gone_by_cat & new_by_cat).values())
+        changed += pairs
+        removed += sum(gone.values()) - pairs
+        added += sum(new.values()) - pairs
+    response.added_annotation_count = added
+    response.removed_annotation_count = removed
+    response.changed_annotation_count = changed
+    base_counts = Counter(a["category_id"] for a in base["annotations"])
+    target_counts = Counter(a["category_id"] for a in target["annotations"])
+    names = {c["id"]: c.get("name", "") for c in base["categories"]}
+    names.update({c["id"]: c.get("name", "") for c in target["categories"]})
+    for category_id in sorted(set(base_counts) | set(target_counts) | set(names)):
+        if base_counts[category_id] != target_counts[category_id]:
+            response.class_changes.add(
+                category_id=category_id,
+                category_name=names.get(category_id, ""),
+                base_count=base_counts[category_id],
+                target_count=target_counts[category_id],
+            )
+    return response

@@ -1,0 +1,124 @@
+"""ExportDataset: a zip of the head or a snapshot in DICE (annotations.json + meta.json),
+COCO or YOLO (or ImageFolder), written to ``exports/<dataset_id>/<snapshot_id|head>...zip``.
+
+Annotation files come from the formats library's writers; images are streamed from their
+blobs into the zip (never held whole in memory) at the path the format wants (DICE and
+COCO keep the original relative paths). For YOLO and COCO, ``task_type`` converts the
+annotations first (compatibility rules; FAILED_PRECONDITION when impossible).
+
+``url``: a presigned GET URL for S3; for the local-folder store, the gateway path
+``/v1/datasets/{dataset_id}/exports/{file name}`` (the gateway serves it to callers who may
+see the dataset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from dataset_svc import names
+from dataset_svc.app import App
+from dataset_svc.catalog.models import Dataset
+from dataset_svc.errors import failed_precondition, invalid_argument
+from visionmesh import compat, formats
+from visionmesh.store import LocalStore, blob_key
+from visionmesh.v1 import common_pb2, dataset_pb2
+
+EXPORT_FORMATS = {
+    common_pb2.ANNOTATION_FORMAT_UNSPECIFIED: "dice",
+    common_pb2.ANNOTATION_FORMAT_DICE: "dice",
+    common_pb2.ANNOTATION_FORMAT_COCO: "coco",
+    common_pb2.ANNOTATION_FORMAT_YOLO: "yolo",
+    common_pb2.ANNOTATION_FORMAT_IMAGEFOLDER: "imagefolder",
+}
+COMPRESSED = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+
+
+def task_name(task_type: int) -> str | None:
+    if task_type == common_pb2.TASK_TYPE_UNSPECIFIED:
+        return None
+    try:
+        return formats.normalize_task(common_pb2.TaskType.Name(task_type))
+    except ValueError:
+        raise invalid_argument(f"unknown task_type {task_type}", "task_type") from None
+
+
+def _prepare(document: dict[str, Any], fmt: str, task: str | None) -> formats.Dataset:
+    read = formats.from_dice_dict(document)
+    dataset = read.dataset
+    if task is None or fmt == "dice":
+        return dataset
+    report = compat.check(dataset, task)
+    if not report.compatible:
+        raise failed_precondition(
+            f"cannot export for {task}: " + "; ".join(report.errors or ["incompatible"])
+        )
+    return compat.convert(dataset, task)
+
+
+def export(
+    app: App,
+    dataset: Dataset,
+    document: dict[str, Any],
+    request: dataset_pb2.ExportDatasetRequest,
+) -> dataset_pb2.ExportDatasetResponse:
+    fmt = EXPORT_FORMATS.get(request.format)
+    if fmt is None:
+        raise invalid_argument(f"unknown format {request.format}", "format")
+    task = task_name(request.task_type)
+    ref = names.parse_dataset_or_snapshot(request.name)
+    model = _prepare(document, fmt, task)
+    sha_of = {im["file_name"]: im.get("sha256", "") for im in document["images"]}
+    suffix = f"{fmt}-{task}" if task and fmt != "dice" else fmt
+    if request.annotations_only:
+        suffix += "-labels"
+    file_name = f"{ref.snapshot_id or 'head'}.{suffix}.zip"
+    key = f"exports/{dataset.id}/{file_name}"
+    app.settings.export_tmp_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=app.settings.export_tmp_dir))
+    try:
+        try:
+            written = formats.write(model, fmt, work / "out", task=task, images="none")
+        except ValueError as exc:
+            raise failed_precondition(f"cannot export as {fmt}: {exc}") from None
+        archive = work / "export.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for rel in written.files:
+                zf.write(work / "out" / rel, rel)
+            if not request.annotations_only:
+                for src_path, dest in written.images:
+                    _add_blob(app, zf, sha_of[src_path], dest)
+        digest = hashlib.sha256()
+        with archive.open("rb") as f:
+            for chunk in iter(lambda: f.read(1024 * 1024), b""):
+                digest.update(chunk)
+        size = archive.stat().st_size
+        app.store.put_file(key, archive, content_type="application/zip")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if isinstance(app.store, LocalStore):
+        url = f"/v1/{names.dataset_name(dataset.id)}/exports/{file_name}"
+    else:
+        url = app.store.presigned_url(key, 3600) or ""
+    return dataset_pb2.ExportDatasetResponse(
+        export_key=key,
+        url=url,
+        size_bytes=size,
+        sha256=digest.hexdigest(),
+        image_count=len(model.images),
+        annotation_count=len(model.annotations),
+    )
+
+
+def _add_blob(app: App, zf: zipfile.ZipFile, sha256: str, dest: str) -> None:
+    compress = (
+        zipfile.ZIP_STORED if Path(dest).suffix.lower() in COMPRESSED else zipfile.ZIP_DEFLATED
+    )
+    info = zipfile.ZipInfo(dest)
+    info.compress_type = compress
+    with app.store.open_read(blob_key(sha256)) as src, zf.open(info, "w", force_zip64=True) as dst:
+        shutil.copyfileobj(src, dst, 1024 * 1024)

@@ -1,0 +1,144 @@
+"""Garbage collection: remove blobs (and orphan manifests/exports) nothing references.
+
+``python -m dataset_svc.gc`` runs one pass against the configured catalog and store; the
+server also runs one every ``VISIONMESH_GC_INTERVAL_SECONDS``.
+
+A blob is garbage when no head image and no snapshot references it. Candidates are
+processed in batches; each batch holds the blob guard (see
+:func:`dataset_svc.catalog.db.lock_blob_references`), re-checks the references inside that
+transaction, deletes the objects and stamps ``last_gc_time``. An upload that began before
+a batch re-checks its blobs at commit under the same guard, so no committed row ever
+references a deleted blob.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
+
+from dataset_svc.catalog import Catalog, lock_blob_references, open_catalog
+from dataset_svc.catalog.models import (
+    Blob,
+    BlobGuard,
+    Dataset,
+    Image,
+    Snapshot,
+    SnapshotBlob,
+    utcnow,
+)
+from visionmesh.store import BLOB_PREFIX, KeyNotFound, ObjectStore, open_store, sha256_from_blob_key
+
+log = logging.getLogger("dataset_svc.gc")
+BATCH = 1000
+_SNAPSHOT_KEY = re.compile(r"^datasets/([^/]+)/snapshots/([^/]+)/")
+_DATASET_KEY = re.compile(r"^(?:datasets|exports)/([^/]+)/")
+
+
+@dataclass
+class GcReport:
+    blobs_seen: int = 0
+    blobs_deleted: int = 0
+    objects_deleted: int = 0
+
+
+def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _stamp(session) -> None:  # type: ignore[no-untyped-def]
+    lock_blob_references(session)
+    session.execute(update(BlobGuard).where(BlobGuard.id == 1).values(last_gc_time=utcnow()))
+
+
+def _delete(store: ObjectStore, key: str) -> bool:
+    try:
+        store.delete(key)
+        return True
+    except KeyNotFound:
+        return False
+
+
+def collect(catalog: Catalog, store: ObjectStore, batch_size: int = BATCH) -> GcReport:
+    report = GcReport()
+    digests = (d for d in map(sha256_from_blob_key, store.list(BLOB_PREFIX)) if d)
+    for batch in _batches(digests, batch_size):
+        report.blobs_seen += len(batch)
+        with catalog.session() as session:
+            _stamp(session)
+            used = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(batch))))
+            used.update(
+                session.scalars(select(SnapshotBlob.sha256).where(SnapshotBlob.sha256.in_(batch)))
+            )
+            garbage = [d for d in batch if d not in used]
+            for digest in garbage:
+                if _delete(store, f"{BLOB_PREFIX}{digest[:2]}/{digest}"):
+                    report.blobs_deleted += 1
+            if garbage:
+                session.execute(delete(Blob).where(Blob.sha256.in_(garbage)))
+    for prefix in ("datasets/", "exports/"):
+        for batch in _batches(store.list(prefix), batch_size):
+            with catalog.session() as session:
+                _stamp(session)
+                report.objects_deleted += _orphans(session, store, batch)
+    log.info(
+        "gc: %d blobs seen, %d deleted; %d orphan objects deleted",
+        report.blobs_seen,
+        report.blobs_deleted,
+        report.objects_deleted,
+    )
+    return report
+
+
+def _orphans(session, store: ObjectStore, keys: list[str]) -> int:  # type: ignore[no-untyped-def]
+    """Delete manifests of snapshots and objects of datasets the catalog no longer has."""
+    dataset_ids = {m.group(1) for k in keys if (m := _DATASET_KEY.match(k))}
+    snapshot_ids = {m.group(2) for k in keys if (m := _SNAPSHOT_KEY.match(k))}
+    live_datasets = set(session.scalars(select(Dataset.id).where(Dataset.id.in_(dataset_ids))))
+    live_snapshots = set(session.scalars(select(Snapshot.id).where(Snapshot.id.in_(snapshot_ids))))
+    deleted = 0
+    for key in keys:
+        dataset = _DATASET_KEY.match(key)
+        snapshot = _SNAPSHOT_KEY.match(key)
+        orphan = (dataset is not None and dataset.group(1) not in live_datasets) or (
+            snapshot is not None and snapshot.group(2) not in live_snapshots
+        )
+        if orphan and _delete(store, key):
+            deleted += 1
+    return deleted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from visionmesh import config
+
+    parser = argparse.ArgumentParser(
+        prog="python -m dataset_svc.gc", description="remove blobs nothing references"
+    )
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = config.load()
+    catalog = open_catalog(settings.database_url)
+    with open_store(settings.store_url) as store:
+        report = collect(catalog, store)
+    catalog.close()
+    print(
+        f"gc: {report.blobs_seen} blobs seen, {report.blobs_deleted} deleted, "
+        f"{report.objects_deleted} orphan objects deleted"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

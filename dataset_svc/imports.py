@@ -1,0 +1,169 @@
+"""ImportAnnotations: read a document with the formats library, validate, replace: all or nothing.
+
+The document's files come in the request (one JSON file, or the label files of a folder
+layout such as YOLO's ``labels/train/x.txt``); the images are the ones already in the
+catalog (path, width, height, sha256), so the reader matches labels to images exactly as
+it would on disk. Any error refuses the import with a BadRequest naming each problem's
+JSON path (``annotations[17].bbox``, ``labels/train/a.txt:3``); warnings refuse it unless
+``allow_warnings``. On success the dataset's categories and annotations are replaced in
+the caller's transaction and image splits given by the document are applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.orm import Session
+
+from dataset_svc import paths
+from dataset_svc.catalog.models import Annotation, Category, Dataset, Image
+from dataset_svc.errors import failed_precondition, invalid_argument, invalid_fields
+from visionmesh import formats
+from visionmesh.v1 import common_pb2, dataset_pb2
+
+FORMAT_HINTS = {
+    common_pb2.ANNOTATION_FORMAT_DICE: "dice",
+    common_pb2.ANNOTATION_FORMAT_COCO: "coco",
+    common_pb2.ANNOTATION_FORMAT_YOLO: "yolo",
+    common_pb2.ANNOTATION_FORMAT_IMAGEFOLDER: "imagefolder",
+}
+MAX_VIOLATIONS = 100
+CATEGORY_KEYS = {"id", "name", "supercategory"}
+
+
+def _issue(problem: formats.Problem) -> common_pb2.Issue:
+    severity = (
+        common_pb2.Issue.SEVERITY_ERROR
+        if problem.severity == formats.ERROR
+        else common_pb2.Issue.SEVERITY_WARNING
+    )
+    return common_pb2.Issue(severity=severity, path=problem.path, message=problem.message)
+
+
+def _refuse(problems: list[formats.Problem], what: str, hint: str) -> Exception:
+    first = problems[0]
+    violations = [(p.path or "files", p.message) for p in problems[:MAX_VIOLATIONS]]
+    return invalid_fields(
+        f"the annotations were not imported: {len(problems)} {what}; first: "
+        f"{first.path or 'document'}: {first.message}. {hint}",
+        violations,
+    )
+
+
+def _request_files(request: dataset_pb2.ImportAnnotationsRequest) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    problems = []
+    for i, f in enumerate(request.files):
+        try:
+            path = paths.normalize(f.path)
+        except paths.BadPath as exc:
+            problems.append((f"files[{i}].path", str(exc)))
+            continue
+        if path in files:
+            problems.append((f"files[{i}].path", f"{path!r} is sent twice"))
+        files[path] = f.content
+    if problems:
+        raise invalid_fields(f"bad annotation files: {problems[0][1]}", problems)
+    return files
+
+
+def import_annotations(
+    session: Session, dataset: Dataset, request: dataset_pb2.ImportAnnotationsRequest
+) -> dataset_pb2.ImportAnnotationsResponse:
+    rows = session.execute(
+        select(Image.id, Image.path, Image.width, Image.height, Image.sha256).where(
+            Image.dataset_id == dataset.id
+        )
+    ).all()
+    if not rows:
+        raise failed_precondition(
+            f"datasets/{dataset.id} has no images: upload them (UploadImages) before importing "
+            "their annotations"
+        )
+    files = _request_files(request)
+    source = formats.MemorySource(files, {r.path: (r.width, r.height, r.sha256) for r in rows})
+    result = formats.read(
+        source,
+        format=FORMAT_HINTS.get(request.format),
+        class_names=list(request.class_names) or None,
+    )
+    if not result.variant or result.variant == "images-only":
+        sent = ", ".join(sorted(files)[:5]) or "no files"
+        raise invalid_argument(
+            f"no annotation document recognized in the files sent ({sent}): send a DICE/COCO "
+            "JSON file, YOLO label files (labels/...txt, data.yaml), or set format to "
+            "ANNOTATION_FORMAT_IMAGEFOLDER to label images by their folder names",
+            "files",
+        )
+    if result.errors:
+        raise _refuse(result.errors, "errors", "Fix them and import again.")
+    if result.warnings and not request.allow_warnings:
+        raise _refuse(result.warnings, "warnings", "Set allow_warnings to import anyway.")
+    document = formats.to_dice_dict(result.dataset)
+    image_id_of = {r.path: r.id for r in rows}
+    _replace(session, dataset.id, document, image_id_of)
+    dataset.labeled = True
+    dataset.annotation_variant = result.variant
+    return dataset_pb2.ImportAnnotationsResponse(
+        variant=result.variant,
+        image_count=len(document["images"]),
+        annotation_count=len(document["annotations"]),
+        category_count=len(document["categories"]),
+        warnings=[_issue(p) for p in result.warnings],
+    )
+
+
+def _replace(
+    session: Session, dataset_id: str, document: dict[str, Any], image_id_of: dict[str, int]
+) -> None:
+    catalog_image = {}
+    splits = []
+    for image in document["images"]:
+        path = image["file_name"]
+        if path not in image_id_of:  # the reader validates this; never trust it blindly
+            raise invalid_argument(f"image {path!r} of the document is not in the dataset", "files")
+        catalog_image[image["id"]] = image_id_of[path]
+        if image.get("split"):
+            splits.append({"image_id": image_id_of[path], "new_split": image["split"]})
+    session.execute(delete(Annotation).where(Annotation.dataset_id == dataset_id))
+    session.execute(delete(Category).where(Category.dataset_id == dataset_id))
+    if document["categories"]:
+        session.execute(
+            Category.__table__.insert(),
+            [
+                {
+                    "dataset_id": dataset_id,
+                    "category_id": c["id"],
+                    "name": c["name"],
+                    "supercategory": c.get("supercategory") or "",
+                    "extra": {k: v for k, v in c.items() if k not in CATEGORY_KEYS},
+                }
+                for c in document["categories"]
+            ],
+        )
+    if document["annotations"]:
+        session.execute(
+            Annotation.__table__.insert(),
+            [
+                {
+                    "dataset_id": dataset_id,
+                    "image_id": catalog_image[a["image_id"]],
+                    "category_id": a["category_id"],
+                    "bbox": a.get("bbox"),
+                    "segmentation": a.get("segmentation"),
+                    "keypoints": a.get("keypoints"),
+                    "area": float(a.get("area") or 0.0),
+                    "iscrowd": int(a.get("iscrowd") or 0),
+                }
+                for a in document["annotations"]
+            ],
+        )
+    if splits:
+        table = Image.__table__
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("image_id"))
+            .values(split=bindparam("new_split")),
+            splits,
+        )

@@ -1,0 +1,68 @@
+"""The one place where DESIGN.md section 4's rules are enforced.
+
+- A private dataset is visible to its owner only; a public one to every signed-in user.
+- Only the owner uploads, edits, imports, snapshots, exports-to-store and deletes.
+- A dataset the caller may not see answers NOT_FOUND (no existence leak); one the caller
+  sees but does not own answers PERMISSION_DENIED to a write.
+
+Every RPC that touches a dataset goes through :func:`readable_dataset` or
+:func:`writable_dataset`; listings filter with :func:`visible_to`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import Session
+
+from dataset_svc.catalog.models import Dataset, User
+from dataset_svc.errors import not_found, permission_denied
+from visionmesh.v1 import common_pb2
+
+
+def visible_to(user: User) -> ColumnElement[bool]:
+    """SQL condition: datasets ``user`` may see."""
+    return or_(Dataset.owner_id == user.id, Dataset.visibility == common_pb2.VISIBILITY_PUBLIC)
+
+
+def can_read(user: User, dataset: Dataset) -> bool:
+    return dataset.owner_id == user.id or dataset.visibility == common_pb2.VISIBILITY_PUBLIC
+
+
+def can_write(user: User, dataset: Dataset) -> bool:
+    return dataset.owner_id == user.id
+
+
+def _not_found(dataset_id: str) -> Exception:
+    return not_found(
+        f"dataset datasets/{dataset_id} not found (or not visible to you): "
+        "check the name with ListDatasets"
+    )
+
+
+def readable_dataset(
+    session: Session, user: User, dataset_id: str, *, lock: bool = False
+) -> Dataset:
+    """The dataset if ``user`` may see it, else NOT_FOUND."""
+    query = select(Dataset).where(Dataset.id == dataset_id)
+    if lock:
+        query = query.with_for_update()
+    dataset = session.scalars(query).one_or_none()
+    if dataset is None or not can_read(user, dataset):
+        raise _not_found(dataset_id)
+    return dataset
+
+
+def writable_dataset(
+    session: Session, user: User, dataset_id: str, action: str, *, lock: bool = False
+) -> Dataset:
+    """The dataset if ``user`` owns it; NOT_FOUND if invisible, PERMISSION_DENIED if not owner.
+
+    ``action`` completes the message, e.g. "upload images to".
+    """
+    dataset = readable_dataset(session, user, dataset_id, lock=lock)
+    if not can_write(user, dataset):
+        raise permission_denied(
+            f"only the owner of datasets/{dataset_id} may {action} it; "
+            "create your own dataset or ask the owner"
+        )
+    return dataset

@@ -1,0 +1,43 @@
+"""AuthService: Register, Login (a JWT signed with the service's private key), WhoAmI."""
+
+from __future__ import annotations
+
+import grpc
+
+from dataset_svc import convert, identity, users
+from dataset_svc.app import App
+from dataset_svc.errors import grpc_errors
+from visionmesh.v1 import auth_pb2, auth_pb2_grpc
+
+
+@grpc_errors
+class AuthService(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def Register(
+        self, request: auth_pb2.RegisterRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.RegisterResponse:
+        with self.app.catalog.session() as session:
+            user = users.register(session, request.username, request.password)
+            return auth_pb2.RegisterResponse(user=convert.user(user))
+
+    def Login(
+        self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.LoginResponse:
+        with self.app.catalog.session() as session:
+            user = users.authenticate(session, request.username, request.password)
+            token, expires = self.app.issuer.issue(
+                user.username, ttl_seconds=self.app.settings.token_ttl_seconds
+            )
+            response = auth_pb2.LoginResponse(
+                access_token=token, token_type="Bearer", user=convert.user(user)
+            )
+            response.expire_time.FromDatetime(expires)
+            return response
+
+    def WhoAmI(
+        self, request: auth_pb2.WhoAmIRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.WhoAmIResponse:
+        with self.app.catalog.session() as session:
+            return auth_pb2.WhoAmIResponse(user=convert.user(identity.caller(session)))

@@ -1,0 +1,25 @@
+"""CompatibilityService: which task a dataset (head or snapshot) can train, and the rules."""
+
+from __future__ import annotations
+
+from dataset_svc import compatibility, identity
+from dataset_svc.app import App
+from dataset_svc.errors import grpc_errors
+from dataset_svc.services.datasets import load_document
+from visionmesh.v1 import compatibility_pb2, compatibility_pb2_grpc
+
+
+@grpc_errors
+class CompatibilityService(compatibility_pb2_grpc.CompatibilityServiceServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def CheckCompatibility(self, request, context):  # type: ignore[no-untyped-def]
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            _, document = load_document(session, self.app, user, request.dataset, "dataset")
+        report = compatibility.check(document, request, self.app.settings.base.trainers)
+        return compatibility_pb2.CheckCompatibilityResponse(report=report)
+
+    def GetConversionMatrix(self, request, context):  # type: ignore[no-untyped-def]
+        return compatibility.matrix()

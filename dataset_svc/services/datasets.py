@@ -1,0 +1,257 @@
+"""DatasetService: thin adapter from requests to the dataset_svc modules.
+
+Every handler resolves the caller (:mod:`dataset_svc.identity`) and the dataset through
+:mod:`dataset_svc.permissions` first. Reading (get, list, images, annotations, snapshots,
+diff, integrity check, export) needs visibility; changing (update, delete, upload, delete
+images, import, snapshot) needs ownership.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from dataset_svc import (
+    convert,
+    datasets,
+    diff,
+    documents,
+    exports,
+    identity,
+    images,
+    imports,
+    integrity,
+    names,
+    pagination,
+    snapshots,
+    uploads,
+)
+from dataset_svc.app import App
+from dataset_svc.catalog.models import Dataset, User, utcnow
+from dataset_svc.errors import grpc_errors, invalid_argument, log
+from dataset_svc.permissions import readable_dataset, writable_dataset
+from visionmesh.store import KeyNotFound
+from visionmesh.v1 import dataset_pb2, dataset_pb2_grpc
+
+
+def head_info(dataset: Dataset) -> dict[str, object]:
+    return {
+        "dataset": names.dataset_name(dataset.id),
+        "snapshot": "",
+        "display_name": dataset.display_name,
+        "format": "dice-standard",
+        "annotation_variant": dataset.annotation_variant,
+    }
+
+
+def load_document_bytes(
+    session: Session, app: App, user: User, name: str, field: str
+) -> tuple[Dataset, bytes]:
+    """(dataset, DICE document as JSON bytes) of ``datasets/{id}`` (head) or a snapshot."""
+    ref = names.parse_dataset_or_snapshot(name, field)
+    dataset = readable_dataset(session, user, ref.dataset_id)
+    if ref.snapshot_id is None:
+        return dataset, documents.head_json(session, dataset.id, head_info(dataset)).data
+    row = snapshots.get(session, dataset.id, ref.snapshot_id)
+    return dataset, snapshots.read_manifest_bytes(app.store, row)
+
+
+def load_document(
+    session: Session, app: App, user: User, name: str, field: str
+) -> tuple[Dataset, dict[str, Any]]:
+    """(dataset, DICE document) of ``datasets/{id}`` (head) or a snapshot."""
+    dataset, data = load_document_bytes(session, app, user, name, field)
+    return dataset, json.loads(data)
+
+
+@grpc_errors
+class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    # -- datasets ----------------------------------------------------------------------------
+
+    def CreateDataset(self, request, context):  # type: ignore[no-untyped-def]
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            row = datasets.create(session, user, request.dataset)
+            message = datasets.to_messages(session, [(row, user.username)])[0]
+        return dataset_pb2.CreateDatasetResponse(dataset=message)
+
+    def GetDataset(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id = names.parse_dataset(request.name)
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            row = readable_dataset(session, user, dataset_id)
+            owner = datasets.owner_username(session, row)
+            message = datasets.to_messages(session, [(row, owner)], with_health=True)[0]
+        return dataset_pb2.GetDatasetResponse(dataset=message)
+
+    def ListDatasets(self, request, context):  # type: ignore[no-untyped-def]
+        with self.app.catalog.session() as session:
+            return datasets.list_visible(session, identity.caller(session), request)
+
+    def UpdateDataset(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id = names.parse_dataset(request.dataset.name, "dataset.name")
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            row = writable_dataset(session, user, dataset_id, "update")
+            datasets.update(session, row, request.dataset, list(request.update_mask.paths))
+            message = datasets.to_messages(session, [(row, user.username)])[0]
+        return dataset_pb2.UpdateDatasetResponse(dataset=message)
+
+    def DeleteDataset(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id = names.parse_dataset(request.name)
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            writable_dataset(session, user, dataset_id, "delete")
+            datasets.delete_dataset(session, dataset_id)
+        # Rows are gone; manifests and exports go now, blobs at the next GC.
+        for prefix in (f"datasets/{dataset_id}/", f"exports/{dataset_id}/"):
+            try:
+                for key in list(self.app.store.list(prefix)):
+                    with contextlib.suppress(KeyNotFound):
+                        self.app.store.delete(key)
+            except Exception:  # the GC removes what is left
+                log.exception("could not remove objects under %s", prefix)
+        return dataset_pb2.DeleteDatasetResponse()
+
+    # -- images ------------------------------------------------------------------------------
+
+    def UploadImages(self, request_iterator: Iterator[dataset_pb2.UploadImagesRequest], context):  # type: ignore[no-untyped-def]
+        first = next(request_iterator, None)
+        if first is None:
+            raise invalid_argument("empty UploadImages stream: send a header first", "header")
+        header = uploads.read_header(first)
+        dataset_id = names.parse_dataset(header.parent, "header.parent")
+        with self.app.catalog.session() as session:
+            writable_dataset(session, identity.caller(session), dataset_id, "upload images to")
+        started = utcnow()
+        received = uploads.run(
+            request_iterator, context, self.app.settings, self.app.store, header.path_prefix
+        )
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            dataset = writable_dataset(session, user, dataset_id, "upload images to")
+            changed, conflicts = uploads.commit(
+                session, dataset_id, received, header.on_conflict, started, self.app.store
+            )
+            if changed:
+                datasets.touch(dataset)
+            return dataset_pb2.UploadImagesResponse(
+                images=[convert.image(row) for row in changed],
+                deduplicated_count=received.deduplicated,
+                skipped=[*received.skipped, *conflicts],
+                received_bytes=received.received_bytes,
+            )
+
+    def ListImages(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id = names.parse_dataset(request.parent, "parent")
+        with self.app.catalog.session() as session:
+            readable_dataset(session, identity.caller(session), dataset_id)
+            return images.list_page(session, dataset_id, request)
+
+    def DeleteImages(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id = names.parse_dataset(request.parent, "parent")
+        if not request.images:
+            raise invalid_argument("images is empty: name the images to delete", "images")
+        with self.app.catalog.session() as session:
+            dataset = writable_dataset(
+                session, identity.caller(session), dataset_id, "delete images of"
+            )
+            ids = images.resolve(session, dataset_id, list(request.images))
+            deleted, deleted_annotations = images.delete_images(session, ids)
+            datasets.touch(dataset)
+        return dataset_pb2.DeleteImagesResponse(
+            deleted_count=deleted, deleted_annotation_count=deleted_annotations
+        )
+
+    def GetImageUrl(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id, image_id = names.parse_image(request.name)
+        with self.app.catalog.session() as session:
+            readable_dataset(session, identity.caller(session), dataset_id)
+            row = images.get(session, dataset_id, image_id)
+        return images.url(self.app.store, row, request.expire_seconds)
+
+    # -- annotations -------------------------------------------------------------------------
+
+    def ImportAnnotations(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id = names.parse_dataset(request.parent, "parent")
+        with self.app.catalog.session() as session:
+            dataset = writable_dataset(
+                session, identity.caller(session), dataset_id, "import annotations into"
+            )
+            response = imports.import_annotations(session, dataset, request)
+            datasets.touch(dataset)
+            return response
+
+    def GetAnnotations(self, request, context):  # type: ignore[no-untyped-def]
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            _, data = load_document_bytes(session, self.app, user, request.parent, "parent")
+        return dataset_pb2.GetAnnotationsResponse(document=data.decode())
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def CreateSnapshot(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id = names.parse_dataset(request.parent, "parent")
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            dataset = writable_dataset(session, user, dataset_id, "snapshot")
+            row = snapshots.create(session, self.app.store, dataset, user, request.snapshot)
+            message = convert.snapshot(row, user.username)
+        return dataset_pb2.CreateSnapshotResponse(snapshot=message)
+
+    def ListSnapshots(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id = names.parse_dataset(request.parent, "parent")
+        page = pagination.page(request.page_size, request.page_token, request.parent)
+        with self.app.catalog.session() as session:
+            readable_dataset(session, identity.caller(session), dataset_id)
+            rows, total = snapshots.list_page(session, dataset_id, page.offset, page.size)
+            creators = snapshots.creator_names(session, rows)
+        return dataset_pb2.ListSnapshotsResponse(
+            snapshots=[convert.snapshot(r, creators.get(r.creator_id, "")) for r in rows],
+            next_page_token=page.next_token(len(rows), total),
+        )
+
+    def GetSnapshot(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id, snapshot_id = names.parse_snapshot(request.name)
+        with self.app.catalog.session() as session:
+            readable_dataset(session, identity.caller(session), dataset_id)
+            row = snapshots.get(session, dataset_id, snapshot_id)
+            creators = snapshots.creator_names(session, [row])
+        return dataset_pb2.GetSnapshotResponse(
+            snapshot=convert.snapshot(row, creators.get(row.creator_id, ""))
+        )
+
+    def DiffSnapshots(self, request, context):  # type: ignore[no-untyped-def]
+        base_dataset, _ = names.parse_snapshot(request.base, "base")
+        target_name = request.target or names.dataset_name(base_dataset)  # default: the head
+        target = names.parse_dataset_or_snapshot(target_name, "target")
+        if target.dataset_id != base_dataset:
+            raise invalid_argument(
+                f"target {target_name} is not of the base's dataset datasets/{base_dataset}: "
+                "diff snapshots of one dataset (or its head)",
+                "target",
+            )
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            _, base_doc = load_document(session, self.app, user, request.base, "base")
+            _, target_doc = load_document(session, self.app, user, target_name, "target")
+        return diff.diff(base_doc, target_doc)
+
+    def CheckIntegrity(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id = names.parse_dataset(request.name)
+        with self.app.catalog.session() as session:
+            readable_dataset(session, identity.caller(session), dataset_id)
+            return integrity.check(session, self.app.store, dataset_id, request.verify_hashes)
+
+    def ExportDataset(self, request, context):  # type: ignore[no-untyped-def]
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            dataset, document = load_document(session, self.app, user, request.name, "name")
+        return exports.export(self.app, dataset, document, request)

@@ -1,0 +1,64 @@
+"""dataset_svc's own knobs, from environment variables with working defaults.
+
+The shared ones (home, database URL, store URL, key paths) come from
+:func:`visionmesh.config.load`; these add the service's limits:
+
+- ``VISIONMESH_MAX_IMAGE_BYTES`` (default 50 MiB): a bigger file is skipped with a reason.
+- ``VISIONMESH_MAX_IMAGE_PIXELS`` (default 100,000,000): a bigger image (decompression
+  bomb) is skipped with a reason; it is never decoded.
+- ``VISIONMESH_MAX_UPLOAD_BYTES`` (default 20 GiB): one UploadImages stream receiving more
+  fails with RESOURCE_EXHAUSTED and commits nothing.
+- ``VISIONMESH_MAX_UPLOAD_FILES`` (default 200,000): files per UploadImages stream.
+- ``VISIONMESH_TOKEN_TTL_SECONDS`` (default 12 h): lifetime of the tokens Login issues.
+- ``VISIONMESH_GC_INTERVAL_SECONDS`` (default 3600; 0 disables): how often the server
+  removes blobs nothing references (see :mod:`dataset_svc.gc`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from visionmesh import config
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    base: config.Settings
+    max_image_bytes: int
+    max_image_pixels: int
+    max_upload_bytes: int
+    max_upload_files: int
+    token_ttl_seconds: int
+    gc_interval_seconds: int
+
+    @property
+    def upload_tmp_dir(self) -> Path:
+        return self.base.home / "tmp" / "uploads"
+
+    @property
+    def export_tmp_dir(self) -> Path:
+        return self.base.home / "tmp" / "exports"
+
+
+def load() -> ServiceSettings:
+    return ServiceSettings(
+        base=config.load(),
+        max_image_bytes=_int("VISIONMESH_MAX_IMAGE_BYTES", 50 * 1024 * 1024),
+        max_image_pixels=_int("VISIONMESH_MAX_IMAGE_PIXELS", 100_000_000),
+        max_upload_bytes=_int("VISIONMESH_MAX_UPLOAD_BYTES", 20 * 1024**3),
+        max_upload_files=_int("VISIONMESH_MAX_UPLOAD_FILES", 200_000),
+        token_ttl_seconds=_int("VISIONMESH_TOKEN_TTL_SECONDS", 12 * 3600),
+        gc_interval_seconds=_int("VISIONMESH_GC_INTERVAL_SECONDS", 3600),
+    )

@@ -1,0 +1,198 @@
+"""Snapshots: frozen versions of a dataset, as a manifest in the object store.
+
+Manifest (a fixed point: the trainers read it directly from the store) at
+``datasets/<dataset_id>/snapshots/<snapshot_id>/manifest.json``: a DICE standard
+(COCO-compatible) JSON document as built by :mod:`dataset_svc.documents`, with
+
+- ``info``: ``dataset`` and ``snapshot`` resource names, ``version_name``, ``description``,
+  ``automatic``, ``reason``, ``creator`` (users/...), ``create_time`` (RFC 3339 UTC),
+  ``format`` = "dice-standard", ``manifest_version`` = 1;
+- ``categories``: ``id``, ``name``, ``supercategory`` (+ ``keypoints``, ``skeleton``);
+- ``images``: ``id``, ``file_name`` (original relative path), ``width``, ``height``,
+  ``split`` ("train", "val", "test" or ""), ``sha256`` (blob ``blobs/sha256/<2 hex>/<hex>``),
+  ``size_bytes``;
+- ``annotations``: COCO ``id``, ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] pixels,
+  ``segmentation`` polygons, ``keypoints`` [x, y, v]* (+ ``num_keypoints``), ``area``,
+  ``iscrowd``; an annotation with none of bbox/segmentation/keypoints is an image-level
+  class label.
+
+Creating one costs O(images + annotations) catalog reads and one object write; image bytes
+are never copied: ``snapshot_blobs`` rows (one INSERT ... SELECT) keep the blobs alive
+after the images leave the head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+import grpc
+from sqlalchemy import func, insert, literal, select
+from sqlalchemy.orm import Session
+
+from dataset_svc import documents, names
+from dataset_svc.catalog.db import lock_blob_references
+from dataset_svc.catalog.models import Dataset, Image, Snapshot, SnapshotBlob, User, utcnow
+from dataset_svc.errors import ServiceError, already_exists, invalid_fields, not_found
+from visionmesh.store import KeyNotFound, ObjectStore
+from visionmesh.v1 import dataset_pb2
+
+VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_REASON = 255
+MAX_DESCRIPTION = 10_000
+
+
+def manifest_key(dataset_id: str, snapshot_id: str) -> str:
+    return f"datasets/{dataset_id}/snapshots/{snapshot_id}/manifest.json"
+
+
+def validate(message: dataset_pb2.Snapshot) -> None:
+    problems = []
+    if message.version_name and not VERSION_NAME.match(message.version_name):
+        problems.append(
+            (
+                "snapshot.version_name",
+                "1-64 characters: letters, digits, '.', '_' and '-', starting with a letter "
+                "or digit (e.g. v1, 2024-06-01)",
+            )
+        )
+    if len(message.reason) > MAX_REASON:
+        problems.append(("snapshot.reason", f"at most {MAX_REASON} characters"))
+    if len(message.description) > MAX_DESCRIPTION:
+        problems.append(("snapshot.description", f"at most {MAX_DESCRIPTION} characters"))
+    if problems:
+        raise invalid_fields(
+            "invalid snapshot: " + "; ".join(f"{f}: {d}" for f, d in problems), problems
+        )
+
+
+def create(
+    session: Session,
+    store: ObjectStore,
+    dataset: Dataset,
+    creator: User,
+    message: dataset_pb2.Snapshot,
+) -> Snapshot:
+    validate(message)
+    version_name = message.version_name or None
+    if version_name is not None:
+        taken = session.scalar(
+            select(Snapshot.id).where(
+                Snapshot.dataset_id == dataset.id, Snapshot.version_name == version_name
+            )
+        )
+        if taken:
+            raise already_exists(
+                f"datasets/{dataset.id} already has a snapshot named {version_name!r} "
+                f"({names.snapshot_name(dataset.id, taken)}): choose another version_name",
+                "snapshot.version_name",
+            )
+    # Taken first: the garbage collector cannot drop a blob the snapshot is about to pin.
+    lock_blob_references(session)
+    snapshot_id = names.new_id()
+    now = utcnow()
+    info = {
+        "dataset": names.dataset_name(dataset.id),
+        "snapshot": names.snapshot_name(dataset.id, snapshot_id),
+        "version_name": version_name or "",
+        "description": message.description,
+        "automatic": bool(message.reason) and not version_name,
+        "reason": message.reason,
+        "creator": names.user_name(creator.username),
+        "create_time": now.isoformat().replace("+00:00", "Z"),
+        "format": "dice-standard",
+        "manifest_version": 1,
+        "annotation_variant": dataset.annotation_variant,
+    }
+    head = documents.head_json(session, dataset.id, info)
+    key = manifest_key(dataset.id, snapshot_id)
+    store.put_bytes(key, head.data, content_type="application/json")
+    row = Snapshot(
+        id=snapshot_id,
+        dataset_id=dataset.id,
+        version_name=version_name,
+        description=message.description,
+        automatic=info["automatic"],
+        reason=message.reason,
+        creator_id=creator.id,
+        create_time=now,
+        image_count=head.image_count,
+        annotation_count=head.annotation_count,
+        categories=head.categories,
+        class_counts=head.class_counts,
+        manifest_key=key,
+        manifest_sha256=hashlib.sha256(head.data).hexdigest(),
+    )
+    session.add(row)
+    session.flush()
+    session.execute(
+        insert(SnapshotBlob).from_select(
+            ["snapshot_id", "sha256"],
+            select(literal(snapshot_id), Image.sha256)
+            .where(Image.dataset_id == dataset.id)
+            .distinct(),
+        )
+    )
+    return row
+
+
+def get(session: Session, dataset_id: str, snapshot_id: str) -> Snapshot:
+    row = session.scalars(
+        select(Snapshot).where(Snapshot.id == snapshot_id, Snapshot.dataset_id == dataset_id)
+    ).one_or_none()
+    if row is None:
+        raise not_found(
+            f"snapshot {names.snapshot_name(dataset_id, snapshot_id)} not found: "
+            "see ListSnapshots for its dataset"
+        )
+    return row
+
+
+def creator_names(session: Session, rows: list[Snapshot]) -> dict[int, str]:
+    ids = {r.creator_id for r in rows}
+    if not ids:
+        return {}
+    return dict(session.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
+
+
+def list_page(
+    session: Session, dataset_id: str, offset: int, limit: int
+) -> tuple[list[Snapshot], int]:
+    total = (
+        session.scalar(select(func.count(Snapshot.id)).where(Snapshot.dataset_id == dataset_id))
+        or 0
+    )
+    rows = list(
+        session.scalars(
+            select(Snapshot)
+            .where(Snapshot.dataset_id == dataset_id)
+            .order_by(Snapshot.create_time.desc(), Snapshot.id)
+            .offset(offset)
+            .limit(limit)
+        )
+    )
+    return rows, total
+
+
+def read_manifest_bytes(store: ObjectStore, row: Snapshot) -> bytes:
+    try:
+        data = store.get_bytes(row.manifest_key)
+    except KeyNotFound:
+        raise ServiceError(
+            grpc.StatusCode.DATA_LOSS,
+            f"the manifest of {names.snapshot_name(row.dataset_id, row.id)} is missing from "
+            f"the object store ({row.manifest_key}); restore it from a backup",
+        ) from None
+    if hashlib.sha256(data).hexdigest() != row.manifest_sha256:
+        raise ServiceError(
+            grpc.StatusCode.DATA_LOSS,
+            f"the manifest of {names.snapshot_name(row.dataset_id, row.id)} "
+            f"({row.manifest_key}) does not match its recorded sha256; restore it from a backup",
+        )
+    return data
+
+
+def read_manifest(store: ObjectStore, row: Snapshot) -> dict[str, Any]:
+    return json.loads(read_manifest_bytes(store, row))

@@ -1,0 +1,465 @@
+"""Validation of a :class:`Dataset`: every problem, with the path it is about.
+
+Errors make a dataset unusable as given (an import refuses it); warnings are worth a
+look but do not stop anything. Paths are those of the source document when the reader
+recorded them (``images[3].annotations[1].bbox``, ``labels/train/a.txt:4``), else those of
+the DICE standard document (``annotations[17].bbox``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from itertools import chain
+
+import numpy as np
+
+from .model import BACKGROUND, Dataset, Image
+from .paths import check_relative
+from .problems import Problem, ProblemList
+from .source import Source
+
+# Boxes may overhang the image by this many pixels (rounding in annotation tools).
+BBOX_TOLERANCE = 1.0
+_VISIBILITY = (0, 1, 2)
+
+
+def _at(origin: str, field: str) -> str:
+    """``annotations[3]`` + ``bbox`` -> ``annotations[3].bbox``; file origins stay as they are."""
+    return f"{origin}.{field}" if origin.endswith("]") else origin
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def validate(
+    dataset: Dataset,
+    source: Source | None = None,
+    *,
+    check_images: bool = True,
+    check_duplicates: bool | None = None,
+) -> list[Problem]:
+    """All problems of ``dataset``; with a ``source``, image files are checked too.
+
+    ``check_images``: each image must exist in the source and its decoded size must match
+    width/height. ``check_duplicates`` (default: with ``check_images``): byte-identical
+    images are reported (hashing only files of equal size).
+    """
+    problems = ProblemList()
+    categories = _check_categories(dataset, problems)
+    sizes = _check_images(dataset, problems)
+    _check_annotations(dataset, categories, sizes, problems)
+    if source is not None and check_images:
+        _check_files(dataset, source, problems)
+        if check_duplicates is None or check_duplicates:
+            _check_duplicates(dataset, source, problems)
+    return problems
+
+
+def _check_categories(dataset: Dataset, problems: ProblemList) -> dict[int, int]:
+    """Category id -> number of keypoint names."""
+    seen: dict[int, str] = {}
+    names: dict[str, str] = {}
+    out: dict[int, int] = {}
+    for i, c in enumerate(dataset.categories):
+        p = c.origin or f"categories[{i}]"
+        if not _is_int(c.id) or c.id < 0:
+            problems.error(_at(p, "id"), f"category id {c.id!r} must be a non-negative integer")
+        elif c.id in seen:
+            problems.error(_at(p, "id"), f"duplicate category id {c.id} (also {seen[c.id]})")
+        else:
+            seen[c.id] = p
+            out[c.id] = len(c.keypoints)
+        if not isinstance(c.name, str) or not c.name.strip():
+            problems.error(_at(p, "name"), "category name must be a non-empty string")
+        elif c.name in names:
+            problems.warning(_at(p, "name"), f"category name {c.name!r} is also {names[c.name]}")
+        else:
+            names[c.name] = p
+        if any(not isinstance(k, str) for k in c.keypoints):
+            problems.error(_at(p, "keypoints"), "keypoint names must be strings")
+        count = len(c.keypoints)
+        for j, pair in enumerate(c.skeleton):
+            if (
+                not isinstance(pair, list)
+                or len(pair) != 2
+                or not all(_is_int(k) and 1 <= k <= count for k in pair)
+            ):
+                problems.error(
+                    _at(p, f"skeleton[{j}]"),
+                    f"a skeleton edge must be two keypoint numbers in 1..{count}",
+                )
+    return out
+
+
+def _check_images(dataset: Dataset, problems: ProblemList) -> dict[object, tuple[int, int] | None]:
+    """Image id -> (width, height), None where the size itself is invalid."""
+    sizes: dict[object, tuple[int, int] | None] = {}
+    where: dict[object, str] = {}
+    paths: dict[str, str] = {}
+    for i, im in enumerate(dataset.images):
+        p = im.origin or f"images[{i}]"
+        if not _is_int(im.id) or im.id < 0:
+            problems.error(_at(p, "id"), f"image id {im.id!r} must be a non-negative integer")
+        elif im.id in where:
+            problems.error(_at(p, "id"), f"duplicate image id {im.id} (also {where[im.id]})")
+        else:
+            where[im.id] = p
+        norm, message, is_error = check_relative(im.path)
+        if message and is_error:
+            problems.error(_at(p, "file_name"), message)
+        elif norm in paths:
+            problems.error(_at(p, "file_name"), f"{norm!r} is listed twice (also {paths[norm]})")
+        else:
+            paths[norm] = p
+        ok = True
+        for field, value in (("width", im.width), ("height", im.height)):
+            if not _is_int(value) or value <= 0:
+                problems.error(_at(p, field), f"{field} {value!r} must be a positive integer")
+                ok = False
+        if im.id not in sizes:
+            sizes[im.id] = (im.width, im.height) if ok else None
+        if im.split not in ("", "train", "val", "test"):
+            problems.error(_at(p, "split"), f"split {im.split!r} must be train, val or test")
+    return sizes
+
+
+def _check_annotations(
+    dataset: Dataset,
+    categories: dict[int, int],
+    sizes: dict[object, tuple[int, int] | None],
+    problems: ProblemList,
+) -> None:
+    """Duplicate ids over all annotations, then every other check on those a screen flags."""
+    anns = dataset.annotations
+    _check_duplicate_ids(anns, problems)
+    background = {c.id for c in dataset.categories if c.name == BACKGROUND}
+    for i in sorted(_screen(anns, categories, sizes, background)):
+        _check_annotation(i, anns[i], categories, sizes, background, problems)
+
+
+def _check_duplicate_ids(anns: list, problems: ProblemList) -> None:
+    ids = [a.id for a in anns]
+    if set(map(type, ids)) <= {int} and len(set(ids)) == len(ids):
+        return
+    seen: dict[object, int] = {}
+    for i, aid in enumerate(ids):
+        if type(aid) is not int or aid < 0:
+            continue  # reported with the annotation's other checks
+        if aid in seen:
+            j = seen[aid]
+            p = anns[i].origin or f"annotations[{i}]"
+            other = anns[j].origin or f"annotations[{j}]"
+            problems.error(_at(p, "id"), f"duplicate annotation id {aid} (also {other})")
+        else:
+            seen[aid] = i
+
+
+def _flagged(mask: np.ndarray) -> set[int]:
+    return set(np.flatnonzero(mask).tolist())
+
+
+def _screen(
+    anns: list,
+    categories: dict[int, int],
+    sizes: dict[object, tuple[int, int] | None],
+    background: set[int],
+) -> set[int]:
+    """Indices of annotations that may have a problem, found with whole-column checks.
+
+    Anything the columns cannot vouch for (odd types, geometry near a limit, keypoints,
+    polygons given as lists) is flagged for the detailed check, so nothing is missed.
+    """
+    n = len(anns)
+    if n == 0:
+        return set()
+    flagged: set[int] = set()
+    ids = [a.id for a in anns]
+    if not set(map(type, ids)) <= {int}:
+        flagged.update(i for i, v in enumerate(ids) if type(v) is not int)
+    elif min(ids) < 0:
+        flagged.update(i for i, v in enumerate(ids) if v < 0)
+    image_ids = [a.image_id for a in anns]
+    cat_ids = [a.category_id for a in anns]
+    known_images = {k for k, v in sizes.items() if v is not None}
+    for column, known in ((image_ids, known_images), (cat_ids, set(categories) - background)):
+        if not set(column) <= known:
+            flagged.update(i for i, v in enumerate(column) if v not in known)
+    crowd = [a.iscrowd for a in anns]
+    if not set(crowd) <= {0, 1}:
+        flagged.update(i for i, v in enumerate(crowd) if v not in (0, 1))
+    areas = [a.area for a in anns]
+    if not set(map(type, areas)) <= {int, float, type(None)}:
+        flagged.update(i for i, v in enumerate(areas) if type(v) not in (int, float, type(None)))
+    else:
+        given = [i for i, v in enumerate(areas) if v is not None]
+        values = np.asarray([areas[i] for i in given], dtype=np.float64)
+        bad = ~(np.isfinite(values) & (values >= 0))
+        flagged.update(given[k] for k in np.flatnonzero(bad).tolist())
+    flagged |= _screen_boxes(anns, image_ids, sizes)
+    flagged |= _screen_polygons(anns)
+    flagged.update(i for i, a in enumerate(anns) if a.keypoints is not None)
+    return flagged
+
+
+def _screen_polygons(anns: list) -> set[int]:
+    """Annotations whose polygons may be wrong; all polygons checked at once when possible."""
+    segs = [a.segmentation for a in anns if a.segmentation is not None]
+    if not segs:
+        return set()
+    if set(map(type, segs)) == {list}:
+        polys = list(chain.from_iterable(segs))
+        kinds = set(map(type, polys))
+        lengths = np.fromiter(map(len, polys), dtype=np.int64, count=len(polys)) if polys else None
+        shapes_ok = lengths is not None and lengths.min() >= 6 and not (lengths & 1).any()
+        if shapes_ok and kinds == {np.ndarray}:
+            bases = {id(p.base): p.base for p in polys}
+            if all(
+                type(b) is np.ndarray and b.ndim == 1 and b.dtype == np.float64
+                for b in bases.values()
+            ) and all(bool(np.isfinite(b).all()) for b in bases.values()):
+                return set()  # 1-D slices of finite 1-D float buffers
+        elif shapes_ok and kinds == {list}:
+            try:
+                total = math.fsum(map(sum, polys))
+            except TypeError:
+                total = math.nan
+            if total == total and total not in (math.inf, -math.inf):
+                return set()
+    checked: dict[int, tuple[np.ndarray, bool]] = {}
+    return {
+        i
+        for i, a in enumerate(anns)
+        if a.segmentation is not None and not _plain_polygons(a.segmentation, checked)
+    }
+
+
+def _screen_boxes(anns: list, image_ids: list, sizes: dict) -> set[int]:
+    rows = [i for i, a in enumerate(anns) if a.bbox is not None]
+    if not rows:
+        return set()
+    boxes = [anns[i].bbox for i in rows]
+    if not set(map(type, boxes)) <= {list} or set(map(len, boxes)) != {4}:
+        return set(rows)
+    if not set(map(type, chain.from_iterable(boxes))) <= {int, float}:
+        return set(rows)
+    b = np.fromiter(chain.from_iterable(boxes), dtype=np.float64, count=4 * len(boxes))
+    b = b.reshape(-1, 4)
+    wh = np.asarray([sizes.get(image_ids[i]) or (np.inf, np.inf) for i in rows], dtype=np.float64)
+    tol = BBOX_TOLERANCE
+    ok = (
+        np.isfinite(b).all(axis=1)
+        & (b[:, 2] > 0)
+        & (b[:, 3] > 0)
+        & (b[:, 0] >= -tol)
+        & (b[:, 1] >= -tol)
+        & (b[:, 0] + b[:, 2] <= wh[:, 0] + tol)
+        & (b[:, 1] + b[:, 3] <= wh[:, 1] + tol)
+    )
+    return {rows[k] for k in np.flatnonzero(~ok).tolist()}
+
+
+def _plain_polygons(polygons: object, checked: dict[int, tuple[np.ndarray, bool]]) -> bool:
+    """True when every polygon surely passes: numbers, even count, at least 3 points."""
+    if type(polygons) is not list:
+        return False
+    for p in polygons:
+        t = type(p)
+        if t is np.ndarray:
+            n = p.size
+            if n < 6 or n % 2 or p.ndim != 1 or not _finite_buffer(p, checked):
+                return False
+        elif t is list:
+            n = len(p)
+            if n < 6 or n % 2:
+                return False
+            try:
+                total = sum(p)
+            except TypeError:
+                return False
+            if total != total or total in (math.inf, -math.inf):
+                return False
+        else:
+            return False
+    return True
+
+
+def _finite_buffer(p: np.ndarray, checked: dict[int, tuple[np.ndarray, bool]]) -> bool:
+    """Whether an array polygon is finite, checking a shared buffer only once per pass."""
+    base = p.base
+    if base is None or type(base) is not np.ndarray or base.dtype != np.float64:
+        return p.dtype == np.float64 and bool(np.isfinite(p).all())
+    known = checked.get(id(base))
+    if known is None:
+        known = (base, bool(np.isfinite(base).all()))  # the reference keeps the id valid
+        checked[id(base)] = known
+    return known[1] or bool(np.isfinite(p).all())
+
+
+def _check_annotation(
+    i: int,
+    a: object,
+    categories: dict[int, int],
+    sizes: dict[object, tuple[int, int] | None],
+    background: set[int],
+    problems: ProblemList,
+) -> None:
+    p = a.origin or f"annotations[{i}]"
+    aid = a.id
+    if not _is_int(aid) or aid < 0:
+        problems.error(_at(p, "id"), f"annotation id {aid!r} must be a non-negative integer")
+    size = sizes.get(a.image_id)
+    if size is None and a.image_id not in sizes:
+        problems.error(_at(p, "image_id"), f"image id {a.image_id!r} does not exist")
+    cid = a.category_id
+    if cid not in categories:
+        problems.error(_at(p, "category_id"), f"category id {cid!r} does not exist")
+    b = a.bbox
+    if b is not None:
+        message = _bbox_problem(b, size, BBOX_TOLERANCE)
+        if message:
+            problems.error(_at(p, "bbox"), message)
+    if a.segmentation is not None:
+        _check_polygons(a.segmentation, p, problems)
+    kp = a.keypoints
+    if kp is not None:
+        _check_keypoints(kp, categories.get(cid, 0), p, problems)
+    if a.iscrowd not in (0, 1):
+        problems.error(_at(p, "iscrowd"), f"iscrowd {a.iscrowd!r} must be 0 or 1")
+    if a.area is not None and (
+        type(a.area) not in (int, float) or not a.area >= 0 or a.area == math.inf
+    ):
+        problems.error(_at(p, "area"), f"area {a.area!r} must be a non-negative number")
+    if cid in background and (b is not None or a.segmentation or kp):
+        problems.warning(
+            p, "a __background__ annotation marks a negative image; its geometry is ignored"
+        )
+
+
+def _bbox_problem(b: object, size: tuple[int, int] | None, tol: float) -> str | None:
+    if type(b) is not list or len(b) != 4:
+        return "bbox must be 4 numbers [x, y, width, height]"
+    try:
+        x, y, w, h = b
+        total = x + y + w + h
+        if not all(type(v) in (int, float) for v in b):
+            raise TypeError
+    except TypeError:
+        return f"bbox {b!r} must be 4 numbers [x, y, width, height]"
+    if total != total or total in (math.inf, -math.inf):
+        return f"bbox {b!r} has non-finite numbers"
+    if w <= 0 or h <= 0:
+        return f"bbox {b!r} has width or height <= 0"
+    if size is not None:
+        width, height = size
+        if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+            return f"bbox {b!r} extends outside the {width}x{height} image"
+    return None
+
+
+def _check_polygons(polygons: object, p: str, problems: ProblemList) -> None:
+    if type(polygons) is not list:
+        problems.error(_at(p, "segmentation"), "segmentation must be a list of polygons")
+        return
+    for k, poly in enumerate(polygons):
+        where = _at(p, f"segmentation[{k}]")
+        if type(poly) is np.ndarray and poly.ndim == 1:
+            poly = poly.tolist()
+        if type(poly) is not list:
+            problems.error(where, "a polygon must be a flat list [x1, y1, x2, y2, ...]")
+            continue
+        n = len(poly)
+        if n % 2:
+            problems.error(where, f"odd number of coordinates ({n}); a polygon needs x, y pairs")
+            continue
+        if n < 6:
+            problems.error(where, f"{n // 2} point(s); a polygon needs at least 3")
+            continue
+        try:
+            total = sum(poly)
+        except TypeError:
+            problems.error(where, "polygon coordinates must be numbers")
+            continue
+        if total != total or total in (math.inf, -math.inf):
+            problems.error(where, "polygon coordinates must be finite numbers")
+
+
+def _check_keypoints(kp: object, expected: int, p: str, problems: ProblemList) -> None:
+    where = _at(p, "keypoints")
+    if type(kp) is not list:
+        problems.error(where, "keypoints must be a flat list [x1, y1, v1, ...]")
+        return
+    n = len(kp)
+    if n % 3:
+        problems.error(where, f"{n} values is not a multiple of 3 (x, y, visibility)")
+        return
+    try:
+        total = sum(kp)
+    except TypeError:
+        problems.error(where, "keypoints must be numbers")
+        return
+    if total != total or total in (math.inf, -math.inf):
+        problems.error(where, "keypoints must be finite numbers")
+        return
+    if any(v not in _VISIBILITY for v in kp[2::3]):
+        problems.error(where, "keypoint visibility must be 0, 1 or 2")
+    if expected and n // 3 != expected:
+        problems.error(where, f"{n // 3} keypoints but the category names {expected}")
+
+
+def _check_files(dataset: Dataset, source: Source, problems: ProblemList) -> None:
+    for i, im in enumerate(dataset.images):
+        p = im.origin or f"images[{i}]"
+        if not isinstance(im.path, str) or not im.path:
+            continue
+        if not source.has_image(im.path):
+            problems.error(_at(p, "file_name"), f"image file not found: {im.path}")
+            continue
+        try:
+            size = source.image_size(im.path)
+        except Exception as exc:  # PIL raises many types for broken files
+            problems.error(_at(p, "file_name"), f"cannot read the image {im.path}: {exc}")
+            continue
+        if size is not None and size != (im.width, im.height):
+            hint = ""
+            if size == (im.height, im.width):
+                hint = " (swapped: the EXIF orientation rotates this image)"
+            problems.error(
+                _at(p, "width"),
+                f"width x height {im.width}x{im.height} disagree with the image file's "
+                f"{size[0]}x{size[1]}{hint}",
+            )
+
+
+def _check_duplicates(dataset: Dataset, source: Source, problems: ProblemList) -> None:
+    """Byte-identical images: only files of equal size (or with known hashes) are hashed."""
+    by_size: dict[object, list[tuple[int, Image]]] = defaultdict(list)
+    for i, im in enumerate(dataset.images):
+        if not isinstance(im.path, str) or not source.has_image(im.path):
+            continue
+        key = source.image_byte_size(im.path)
+        if key is None:
+            key = ("sha256", im.sha256 or source.image_sha256(im.path))
+            if key[1] is None:
+                continue
+        by_size[key].append((i, im))
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda item: (len(item[1].path), item[1].path))  # shortest = original
+        first_by_hash: dict[str, tuple[int, Image]] = {}
+        for i, im in group:
+            digest = im.sha256 or source.image_sha256(im.path)
+            if digest is None:
+                continue
+            im.sha256 = digest
+            if digest not in first_by_hash:
+                first_by_hash[digest] = (i, im)
+                continue
+            _, first = first_by_hash[digest]
+            p = im.origin or f"images[{i}]"
+            message = f"byte-identical to {first.path}"
+            if first.split != im.split and first.split and im.split:
+                message += f": the same image is in {first.split} and {im.split}"
+            problems.warning(_at(p, "file_name"), message)

@@ -1,0 +1,416 @@
+"""An in-process JobContext for adapter tests, and tiny prepared datasets to train on.
+
+``RecordingJob`` satisfies ``trainers.runtime.adapter.JobContext``: it records every
+``report_epoch`` call, keeps a copy of each reported checkpoint (as the runtime would store
+last.pt), and can ask the adapter to stop after a given epoch. The ``make_*`` functions
+write small synthetic shape images (circle, square, triangle on noise) in the prepared
+layouts the runtime hands adapters ("imagefolder" and "coco").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from trainers.runtime.adapter import TrainSpec
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {"circle": (230, 60, 60), "square": (60, 220, 60), "triangle": (70, 110, 240)}
+
+
+@dataclass
+class Epoch:
+    epoch: int
+    values: dict[str, float]
+    checkpoint: Path | None
+    images_seen: int
+
+
+@dataclass
+class RecordingJob:
+    spec: TrainSpec
+    dataset_dir: Path
+    class_names: list[str]
+    work_dir: Path
+    resume_from: Path | None = None
+    pretrained_weights: Path | None = None
+    category_ids: list[int] = field(default_factory=list)
+    images_per_epoch: int = 0
+    stop_after: int | None = None  # report_epoch returns True from this epoch on
+    epochs: list[Epoch] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.kept = self.work_dir.parent / f"{self.work_dir.name}-kept"
+        self.kept.mkdir(exist_ok=True)
+        if not self.category_ids:
+            self.category_ids = list(range(len(self.class_names)))
+
+    def report_epoch(
+        self,
+        epoch: int,
+        values: Mapping[str, float],
+        *,
+        checkpoint: Path | None = None,
+        images_seen: int = 0,
+        is_best: bool | None = None,
+    ) -> bool:
+        assert all(isinstance(v, float) for v in values.values()), values
+        kept = None
+        if checkpoint is not None:
+            kept = self.kept / f"epoch_{epoch}.pt"
+            shutil.copyfile(checkpoint, kept)
+        if all(e.epoch != epoch for e in self.epochs):
+            self.epochs.append(Epoch(epoch, dict(values), kept, images_seen))
+        return self.should_stop()
+
+    def should_stop(self) -> bool:
+        return (
+            self.stop_after is not None
+            and bool(self.epochs)
+            and (self.epochs[-1].epoch >= self.stop_after)
+        )
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        assert self.epochs and self.epochs[-1].checkpoint is not None
+        return self.epochs[-1].checkpoint
+
+
+def spec(task_type: str, model: str, **overrides) -> TrainSpec:
+    values = dict(
+        task_type=task_type,
+        model=model,
+        epochs=2,
+        batch_size=8,
+        image_size=64,
+        learning_rate=1e-3,
+        seed=0,
+        patience=0,
+        device="cpu",
+        pretrained=False,
+        extra={},
+    )
+    values.update(overrides)
+    return TrainSpec(**values)
+
+
+# --- synthetic shapes ---------------------------------------------------------------------
+
+
+def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[float]:
+    if kind == "circle":
+        n, offset = 20, 0.0
+    elif kind == "square":
+        n, offset = 4, math.pi / 4
+    else:
+        n, offset = 3, -math.pi / 2
+    points: list[float] = []
+    for i in range(n):
+        a = angle + offset + 2 * math.pi * i / n
+        points += [cx + r * math.cos(a), cy + r * math.sin(a)]
+    return points
+
+
+def shapes_image(
+    rng: np.random.Generator, size: int, kinds: list[str], class_colours: bool = False
+) -> tuple[Image.Image, list[tuple[str, list[float]]]]:
+    """One image with the given shapes placed without much overlap; returns polygons too.
+
+    Colours are random unless ``class_colours`` (then each class has its own colour, as in
+    the project's shapes dataset, which makes classes easy to tell apart).
+    """
+    noise = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+    image = Image.fromarray(noise)
+    draw = ImageDraw.Draw(image)
+    placed: list[tuple[float, float, float]] = []
+    shapes = []
+    for kind in kinds:
+        for _ in range(50):
+            r = float(rng.uniform(size * 0.12, size * 0.25)) / max(1, len(kinds) ** 0.5)
+            cx, cy = (float(v) for v in rng.uniform(r + 1, size - r - 1, 2))
+            if all(math.hypot(cx - x, cy - y) > r + rr for x, y, rr in placed):
+                break
+        placed.append((cx, cy, r))
+        polygon = shape_polygon(kind, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
+        colour = tuple(int(c) for c in rng.integers(120, 256, 3))
+        if class_colours:
+            colour = COLOURS[kind]
+        draw.polygon(polygon, fill=colour)
+        shapes.append((kind, polygon))
+    return image, shapes
+
+
+def make_imagefolder(
+    root: Path, n_train: int, n_val: int, size: int = 64, seed: int = 0
+) -> list[str]:
+    """``{train,val}/<shape>/<n>.png``, one centred-ish shape per image; returns class names."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n_train), ("val", n_val)):
+        for i in range(count):
+            kind = SHAPES[i % len(SHAPES)]
+            image, _ = shapes_image(rng, size, [kind])
+            folder = root / split / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f"{split}_{i:04d}.png")
+    return sorted(SHAPES)
+
+
+def make_coco(
+    root: Path,
+    n_train: int,
+    n_val: int,
+    size: int = 64,
+    seed: int = 0,
+    max_shapes: int = 2,
+    category_ids: tuple[int, ...] = (3, 7, 11),
+    class_colours: bool = True,
+) -> list[str]:
+    """The "coco" layout: ``annotations_{train,val}.json`` + ``images/<split>/<n>.png``.
+
+    Category ids are deliberately not contiguous. Returns class names in category id order.
+    """
+    rng = np.random.default_rng(seed)
+    categories = [
+        {"id": cid, "name": name, "supercategory": "shape"}
+        for cid, name in zip(category_ids, SHAPES, strict=True)
+    ]
+    by_name = {c["name"]: c["id"] for c in categories}
+    ann_id = 1
+    for split, count in (("train", n_train), ("val", n_val)):
+        images, annotations = [], []
+        for i in range(count):
+            kinds = [
+                SHAPES[int(k)] for k in rng.integers(0, 3, int(rng.integers(1, max_shapes + 1)))
+            ]
+            image, shapes = shapes_image(rng, size, kinds, class_colours)
+            rel = f"{split}/{i:04d}.png"
+            (root / "images" / split).mkdir(parents=True, exist_ok=True)
+            image.save(root / "images" / rel)
+            images.append({"id": i + 1, "file_name": rel, "width": size, "height": size})
+            for kind, polygon in shapes:
+                xs, ys = polygon[0::2], polygon[1::2]
+                x0, y0 = max(0.0, min(xs)), max(0.0, min(ys))
+                x1, y1 = min(float(size), max(xs)), min(float(size), max(ys))
+                annotations.append(
+                    {
+                        "id": ann_id,
+                        "image_id": i + 1,
+                        "category_id": by_name[kind],
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "area": (x1 - x0) * (y1 - y0),
+                        "iscrowd": 0,
+                        "segmentation": [polygon],
+                    }
+                )
+                ann_id += 1
+        document = {"images": images, "annotations": annotations, "categories": categories}
+        (root / f"annotations_{split}.json").write_text(json.dumps(document))
+    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+
+
+def prepared_shapes(
+    folder: Path, task_type: str, layout: str, *, images: int, size: int, max_shapes: int
+) -> tuple[Path, list[str]]:
+    """``visionmesh.shapes`` images laid out by the runtime's own converter, as a job gets
+    them; returns (prepared folder, class names)."""
+    import hashlib
+
+    from trainers.runtime.convert import write_layout
+    from visionmesh import shapes
+
+    source = folder / "source"
+    shapes.generate(source, images=images, size=size, seed=0, max_shapes=max_shapes)
+    document = json.loads((source / "annotations.json").read_text())
+    files = {}
+    for image in document["images"]:
+        path = source / image["file_name"]
+        image["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        files[image["sha256"]] = path
+    out = folder / "prepared"
+    out.mkdir(parents=True)
+    info = write_layout(
+        json.dumps(document).encode(),
+        task_type=task_type,
+        layout=layout,
+        split_seed=0,
+        val_fraction=0.2,
+        out_dir=out,
+        final_dir=out,
+        image_file=files.__getitem__,
+    )
+    return out, list(info["class_names"])
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# --- through the real servers (tests/test_timm_trainer.py, tests/test_hf_trainer.py) -----------
+
+
+def server_mesh(framework: str, dataset_server, tmp_path_factory, n_images: int = 12, size=64):
+    """Generator for a module fixture: (trainer, token, dataset name, files, document).
+
+    Uses the real dataset_svc; falls back to the in-process stand-in only while dataset_svc
+    cannot import annotations yet (UNIMPLEMENTED), as tests/test_ultralytics.py does.
+    """
+    import warnings
+
+    import grpc
+
+    from tests._trainers import FakeDatasetService, shapes_dataset, start_trainer, upload_dataset
+
+    files, doc = shapes_dataset(n_images, size=size)
+    fake = None
+    try:
+        alice = dataset_server.user("alice")
+        dataset = upload_dataset(alice, files, doc)
+        service, token, name = dataset_server, alice.token, dataset.name
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+        warnings.warn(
+            f"dataset_svc cannot import annotations yet ({exc.details()}): using the "
+            "in-process stand-in for dataset_svc",
+            stacklevel=1,
+        )
+        fake = service = FakeDatasetService(tmp_path_factory.mktemp("fake-home"))
+        name, token = fake.add_dataset(files, doc, "alice"), fake.token("alice")
+    trainer = start_trainer(framework, service, guard_dir=tmp_path_factory.mktemp("guard"))
+    try:
+        yield trainer, token, name, files, doc
+        assert trainer.network_attempts() == [], trainer.network_attempts()
+    finally:
+        if trainer.process.proc.poll() is None:
+            assert trainer.stop() == 0
+        if fake is not None:
+            fake.stop()
+
+
+def train_and_predict(mesh, task_type: int, model: str, metrics: set[str], **fields):
+    """Start a 2-epoch job, check every epoch is streamed, then Predict from best.pt."""
+    from tests._trainers import collect_metrics, start_job, state_name
+    from tests._trainers import spec as job_spec
+    from visionmesh.v1 import trainer_pb2 as S
+
+    trainer, token, dataset, files, doc = mesh
+    stub = trainer.stub(token)
+    job = start_job(stub, job_spec(dataset, task_type, model, epochs=2, seed=1, **fields))
+    epochs, state = collect_metrics(stub, job.name, timeout=600)
+    final = stub.GetJob(S.GetJobRequest(name=job.name), timeout=10).job
+    assert state == S.JOB_STATE_SUCCEEDED, f"{state_name(state)}: {final.error}"
+    assert [e.epoch for e in epochs] == [1, 2]
+    for e in epochs:
+        assert e.epochs == 2 and metrics <= set(e.values), sorted(e.values)
+        assert e.epoch_seconds > 0 and e.images_per_second > 0
+    assert final.current_epoch == 2 and final.best_epoch in (1, 2)
+    assert final.best_metric_name in final.best_metrics
+    checkpoints = {c.filename: c for c in final.checkpoints}
+    assert {"best.pt", "last.pt"} <= set(checkpoints)
+    image = files[doc["images"][0]["file_name"]]
+    reply = stub.Predict(
+        S.PredictRequest(name=job.name, image=image, confidence_threshold=0.0001), timeout=300
+    )
+    assert reply.task_type == task_type
+    assert reply.checkpoint_key == checkpoints["best.pt"].key
+    return final, reply
+
+
+def check_retried_start_creates_one_job(stub, training) -> None:
+    """StartTraining with one request_id, three at once and once more: a single job."""
+    import threading
+
+    from tests._trainers import collect_metrics, start_job
+    from visionmesh.v1 import trainer_pb2 as S
+
+    replies = []
+
+    def call() -> None:
+        replies.append(start_job(stub, training, request_id=f"retry-{training.model}"))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    replies.append(start_job(stub, training, request_id=f"retry-{training.model}"))
+    assert len(replies) == 4 and len({j.name for j in replies}) == 1
+    jobs = stub.ListJobs(S.ListJobsRequest(page_size=1000), timeout=10).jobs
+    assert [j.request_id for j in jobs].count(f"retry-{training.model}") == 1
+    _, state = collect_metrics(stub, replies[0].name, timeout=600)
+    assert state == S.JOB_STATE_SUCCEEDED
+
+
+def check_kill_and_resume(framework: str, task: str, model: str, tmp_path: Path, **fields):
+    """SIGKILL the trainer during epoch 2 of 4; after a restart the job resumes from its
+    last checkpoint and every epoch is streamed and recorded exactly once."""
+    import json as _json
+    import time
+
+    from tests._trainers import (
+        FakeDatasetService,
+        collect_metrics,
+        job_log,
+        shapes_dataset,
+        start_job,
+        start_trainer,
+        state_name,
+    )
+    from tests._trainers import spec as job_spec
+    from visionmesh.store import open_store
+    from visionmesh.v1 import trainer_pb2 as S
+
+    fake = FakeDatasetService(tmp_path / "home")
+    files, doc = shapes_dataset(32, size=fields.get("image_size", 96), seed=3)
+    name = fake.add_dataset(files, doc, "carol")
+    token = fake.token("carol")
+    server = start_trainer(framework, fake, guard_dir=tmp_path / "guard")
+    try:
+        stub = server.stub(token)
+        job = start_job(stub, job_spec(name, task, model, epochs=4, **fields))
+        stream = stub.StreamMetrics(S.StreamMetricsRequest(name=job.name), timeout=300)
+        assert next(iter(stream)).metrics.epoch == 1
+        server.kill()  # SIGKILL during epoch 2; its worker dies with it
+        server.restart()
+        stub = server.stub(token)
+        seen = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = stub.GetJob(S.GetJobRequest(name=job.name), timeout=10).job.state
+            seen.add(state)
+            if state in (S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED):
+                break
+            time.sleep(0.02)
+        assert S.JOB_STATE_INTERRUPTED in seen, [state_name(s) for s in seen]
+        epochs, state = collect_metrics(stub, job.name, timeout=600)
+        final = stub.GetJob(S.GetJobRequest(name=job.name), timeout=10).job
+        assert state == S.JOB_STATE_SUCCEEDED, final.error
+        assert [e.epoch for e in epochs] == [1, 2, 3, 4]
+        assert final.resume_count == 1 and final.current_epoch == 4
+        store = open_store(fake.env["VISIONMESH_STORE_URL"])
+        job_id = job.name.split("/")[1]
+        lines = store.get_bytes(f"runs/{job_id}/metrics.jsonl").decode().splitlines()
+        assert [_json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+        log = job_log(stub, job.name)
+        assert "INTERRUPTED" in log and f"resuming {model} at epoch" in log, log[-3000:]
+        assert server.network_attempts() == []
+    finally:
+        if server.process.proc.poll() is None:
+            server.stop()
+        fake.stop()

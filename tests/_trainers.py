@@ -1,0 +1,538 @@
+"""Trainer servers in child processes, wired to a dataset_svc, for integration tests.
+
+::
+
+    from tests._dataset import DEFAULT_BACKEND, dataset_server_fixture
+    from tests._trainers import shapes_dataset, start_trainer
+
+    dataset_server = dataset_server_fixture([DEFAULT_BACKEND])
+
+    def test_x(dataset_server):
+        alice = dataset_server.user("alice")
+        ds = upload_shapes(alice, shapes_dataset(12, size=96))   # dataset with a DICE document
+        trainer = start_trainer("ultralytics", dataset_server)   # same home, store, keys
+        stub = trainer.stub(alice.token)
+        job = stub.StartTraining(...).job
+        epochs = collect_metrics(stub, job.name)
+
+Every trainer (and each of its job / predict children) runs under a network guard: a
+``sitecustomize`` that refuses any non-loopback connection, DNS lookup or datagram and
+records the attempt in ``TrainerServer.netlog``; ``trainer.network_attempts()`` must stay
+empty. ``start_trainer(..., extra_env={"VISIONMESH_TRAINER_QUEUE": "1"})`` sets limits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tests._servers import ROOT, ServerProcess, start_server
+from visionmesh.auth import with_token
+from visionmesh.v1 import (
+    common_pb2,
+    compatibility_pb2_grpc,
+    dataset_pb2,
+    dataset_pb2_grpc,
+    trainer_pb2,
+    trainer_pb2_grpc,
+)
+
+NETGUARD = r'''
+"""visionmesh test network guard: loopback only; every other attempt is logged and refused."""
+import errno as _errno
+import ipaddress as _ip
+import json as _json
+import os as _os
+import socket as _socket
+import sys as _sys
+
+_LOG = _os.environ.get("VISIONMESH_NETGUARD_LOG", "")
+
+
+def _local(host):
+    if isinstance(host, bytes):
+        host = host.decode(errors="replace")
+    if host is None or host in ("", "localhost", "ip6-localhost"):
+        return True
+    try:
+        return _ip.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _record(kind, target):
+    try:
+        with open(_LOG, "a") as f:
+            f.write(_json.dumps({"pid": _os.getpid(), "kind": kind, "target": repr(target),
+                                 "argv": _sys.argv[:3]}) + "\n")
+    except OSError:
+        pass
+
+
+def _inet(sock):
+    return sock.family in (_socket.AF_INET, _socket.AF_INET6)
+
+
+if _LOG:
+    _connect = _socket.socket.connect
+    _connect_ex = _socket.socket.connect_ex
+    _sendto = _socket.socket.sendto
+    _getaddrinfo = _socket.getaddrinfo
+
+    def connect(self, address):
+        if _inet(self) and not _local(address[0]):
+            _record("connect", address)
+            raise OSError(_errno.ENETUNREACH, "network guard: outbound connection refused")
+        return _connect(self, address)
+
+    def connect_ex(self, address):
+        if _inet(self) and not _local(address[0]):
+            _record("connect_ex", address)
+            return _errno.ENETUNREACH
+        return _connect_ex(self, address)
+
+    def sendto(self, data, *args):
+        address = args[-1]
+        if _inet(self) and isinstance(address, tuple) and not _local(address[0]):
+            _record("sendto", address)
+            raise OSError(_errno.ENETUNREACH, "network guard: outbound datagram refused")
+        return _sendto(self, data, *args)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not _local(host):
+            _record("getaddrinfo", host)
+            raise _socket.gaierror(_socket.EAI_NONAME, "network guard: name lookup refused")
+        return _getaddrinfo(host, *args, **kwargs)
+
+    _socket.socket.connect = connect
+    _socket.socket.connect_ex = connect_ex
+    _socket.socket.sendto = sendto
+    _socket.getaddrinfo = getaddrinfo
+'''
+
+
+def netguard_env(folder: Path) -> dict[str, str]:
+    """Env that puts the guard on every Python process started with it (children too)."""
+    guard_dir = folder / "netguard"
+    guard_dir.mkdir(parents=True, exist_ok=True)
+    (guard_dir / "sitecustomize.py").write_text(NETGUARD)
+    log = folder / "network-attempts.jsonl"
+    log.touch()
+    return {
+        "PYTHONPATH": os.pathsep.join(
+            [str(guard_dir), str(ROOT), str(ROOT / "sdk"), os.environ.get("PYTHONPATH", "")]
+        ),
+        "VISIONMESH_NETGUARD_LOG": str(log),
+    }
+
+
+@dataclass
+class TrainerServer:
+    framework: str
+    process: ServerProcess
+    env: dict[str, str]
+    netlog: Path
+    _channels: list[grpc.Channel]
+
+    @property
+    def addr(self) -> str:
+        return self.process.addr
+
+    def channel(self) -> grpc.Channel:
+        channel = grpc.insecure_channel(
+            self.addr,
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ],
+        )
+        self._channels.append(channel)
+        return channel
+
+    def stub(self, token: str | None = None) -> trainer_pb2_grpc.TrainerServiceStub:
+        channel = self.channel()
+        if token:
+            channel = with_token(channel, token)
+        return trainer_pb2_grpc.TrainerServiceStub(channel)
+
+    def network_attempts(self) -> list[dict[str, Any]]:
+        text = self.netlog.read_text() if self.netlog.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def close_channels(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
+
+    def kill(self) -> None:
+        """SIGKILL the server (its job children die with it)."""
+        self.close_channels()
+        self.process.kill()
+
+    def stop(self) -> int:
+        self.close_channels()
+        return self.process.stop(timeout=60)
+
+    def restart(self) -> None:
+        if self.process.proc.poll() is None:
+            self.stop()
+        self.process = start_server(f"trainers.{self.framework}", env=self.env)
+
+
+def start_trainer(
+    framework: str,
+    dataset_server: Any,
+    *,
+    extra_env: dict[str, str] | None = None,
+    guard_dir: Path | None = None,
+) -> TrainerServer:
+    """Start ``python -m trainers.<framework>`` on the dataset server's home and store."""
+    folder = guard_dir or Path(tempfile.mkdtemp(prefix=f"trainer-{framework}-"))
+    env = {
+        **dataset_server.env,
+        "VISIONMESH_DATASET_ADDR": dataset_server.addr,
+        "VISIONMESH_PREDICT_IDLE_SECONDS": "120",
+        **netguard_env(folder),
+        **(extra_env or {}),
+    }
+    process = start_server(f"trainers.{framework}", env=env)
+    return TrainerServer(framework, process, env, Path(env["VISIONMESH_NETGUARD_LOG"]), [])
+
+
+# -- tiny synthetic shapes ---------------------------------------------------------------------
+
+CATEGORIES = [
+    {"id": 1, "name": "circle", "supercategory": "shape"},
+    {"id": 2, "name": "square", "supercategory": "shape"},
+    {"id": 3, "name": "triangle", "supercategory": "shape", "keypoints": ["v1", "v2", "v3"]},
+]
+COLORS = {1: (230, 60, 60), 2: (60, 220, 60), 3: (70, 110, 240)}
+
+
+def _shape(kind: int, cx: float, cy: float, r: float, rng: random.Random) -> list[float]:
+    if kind == 1:
+        n = 16
+        return [
+            v
+            for i in range(n)
+            for v in (
+                cx + r * math.cos(2 * math.pi * i / n),
+                cy + r * math.sin(2 * math.pi * i / n),
+            )
+        ]
+    if kind == 2:
+        return [cx - r, cy - r, cx + r, cy - r, cx + r, cy + r, cx - r, cy + r]
+    angle = rng.uniform(0, 2 * math.pi / 3)
+    return [
+        v
+        for i in range(3)
+        for v in (
+            cx + r * math.cos(angle + 2 * math.pi * i / 3),
+            cy + r * math.sin(angle + 2 * math.pi * i / 3),
+        )
+    ]
+
+
+def shapes_dataset(
+    n_images: int,
+    *,
+    size: int = 96,
+    seed: int = 0,
+    val_every: int = 4,
+    max_shapes: int = 2,
+    classes: tuple[int, ...] = (1, 2, 3),
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """(files by relative path, DICE standard document) of coloured shapes on noise.
+
+    Every image has its split ("val" for every ``val_every``-th image); annotations carry a
+    box, a polygon and, for triangles, their three vertices as keypoints.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(seed)
+    files: dict[str, bytes] = {}
+    images, annotations = [], []
+    for i in range(n_images):
+        split = "val" if i % val_every == val_every - 1 else "train"
+        noise = nprng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+        img = Image.fromarray(noise)
+        draw = ImageDraw.Draw(img)
+        placed: list[tuple[float, float, float]] = []
+        count = rng.randint(1, max_shapes)
+        # the first shape's class cycles, so every split holds every class
+        kinds = [classes[i % len(classes)]] + [rng.choice(classes) for _ in range(count - 1)]
+        for kind in kinds:
+            for _ in range(20):
+                r = rng.uniform(size * 0.12, size * 0.22)
+                cx, cy = rng.uniform(r + 1, size - r - 1), rng.uniform(r + 1, size - r - 1)
+                if all(math.hypot(cx - x, cy - y) > r + rr + 2 for x, y, rr in placed):
+                    break
+            else:
+                continue
+            placed.append((cx, cy, r))
+            poly = _shape(kind, cx, cy, r, rng)
+            draw.polygon(poly, fill=COLORS[kind])
+            xs, ys = poly[0::2], poly[1::2]
+            ann: dict[str, Any] = {
+                "id": len(annotations) + 1,
+                "image_id": i + 1,
+                "category_id": kind,
+                "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
+                "segmentation": [[round(v, 2) for v in poly]],
+                "area": (max(xs) - min(xs)) * (max(ys) - min(ys)),
+                "iscrowd": 0,
+            }
+            if kind == 3:
+                ann["keypoints"] = [v for x, y in zip(xs, ys, strict=True) for v in (x, y, 2)]
+                ann["num_keypoints"] = len(xs)
+            annotations.append(ann)
+        out = io.BytesIO()
+        img.save(out, "PNG")
+        name = f"{split}/shape_{i:04d}.png"
+        files[name] = out.getvalue()
+        images.append(
+            {"id": i + 1, "file_name": name, "width": size, "height": size, "split": split}
+        )
+    document = {
+        "info": {"description": "visionmesh test shapes"},
+        "categories": [c for c in CATEGORIES if c["id"] in classes],
+        "images": images,
+        "annotations": annotations,
+    }
+    return files, document
+
+
+def upload_dataset(
+    client: Any, files: dict[str, bytes], document: dict[str, Any], name: str = "shapes"
+) -> Any:
+    """Create a dataset for ``client``, upload the images, import the document."""
+    dataset = client.create_dataset(f"{name}-{uuid.uuid4().hex[:6]}")
+    client.upload(dataset.name, files)
+    client.datasets.ImportAnnotations(
+        dataset_pb2.ImportAnnotationsRequest(
+            parent=dataset.name,
+            files=[
+                dataset_pb2.AnnotationFile(
+                    path="annotations.json", content=json.dumps(document).encode()
+                )
+            ],
+            allow_warnings=True,
+        ),
+        timeout=60,
+    )
+    return dataset
+
+
+# -- job helpers -----------------------------------------------------------------------------
+
+TASKS = {
+    "detect": common_pb2.TASK_TYPE_OBJECT_DETECTION,
+    "segment": common_pb2.TASK_TYPE_INSTANCE_SEGMENTATION,
+    "classify": common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION,
+    "pose": common_pb2.TASK_TYPE_POSE_ESTIMATION,
+}
+
+
+def spec(dataset: str, task: str, model: str, **fields: Any) -> trainer_pb2.TrainingSpec:
+    extra = fields.pop("extra", {})
+    return trainer_pb2.TrainingSpec(
+        dataset=dataset, task_type=TASKS.get(task, task), model=model, extra=extra, **fields
+    )
+
+
+def start_job(stub: Any, training_spec: Any, request_id: str | None = None) -> trainer_pb2.Job:
+    return stub.StartTraining(
+        trainer_pb2.StartTrainingRequest(
+            request_id=request_id or uuid.uuid4().hex, spec=training_spec
+        ),
+        timeout=120,
+    ).job
+
+
+def collect_metrics(
+    stub: Any, name: str, *, timeout: float = 600, from_epoch: int = 0
+) -> tuple[list[trainer_pb2.EpochMetrics], int]:
+    """Every epoch StreamMetrics sends until the job ends, and the final state."""
+    epochs = []
+    state = trainer_pb2.JOB_STATE_UNSPECIFIED
+    for reply in stub.StreamMetrics(
+        trainer_pb2.StreamMetricsRequest(name=name, from_epoch=from_epoch), timeout=timeout
+    ):
+        state = reply.state
+        if reply.HasField("metrics"):
+            epochs.append(reply.metrics)
+    return epochs, state
+
+
+def wait_job(
+    stub: Any, name: str, states: set[int], *, timeout: float = 300, poll: float = 0.2
+) -> trainer_pb2.Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = stub.GetJob(trainer_pb2.GetJobRequest(name=name), timeout=30).job
+        if job.state in states:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{name} stayed {trainer_pb2.JobState.Name(job.state)}: {job.error}"
+            )
+        time.sleep(poll)
+
+
+def job_log(stub: Any, name: str) -> str:
+    lines: list[str] = []
+    for reply in stub.StreamLogs(trainer_pb2.StreamLogsRequest(name=name), timeout=60):
+        lines.extend(reply.lines)
+    return "\n".join(lines)
+
+
+def state_name(value: int) -> str:
+    return trainer_pb2.JobState.Name(value)
+
+
+# -- an in-process stand-in for dataset_svc (runtime tests that need no catalog) ----------------
+
+
+class FakeDatasetService:
+    """Snapshots and compatibility for datasets written straight into a local store.
+
+    Serves DatasetService.CreateSnapshot/GetSnapshot and CompatibilityService.CheckCompatibility
+    on 127.0.0.1 in this process; tokens come from a real key pair under ``home/keys`` so a
+    trainer started with :attr:`env` verifies them. Use the real dataset_svc
+    (tests._dataset) for end-to-end tests; this one keeps runtime tests fast and focused.
+    """
+
+    def __init__(self, home: Path) -> None:
+        from concurrent import futures
+
+        from visionmesh import auth, config
+        from visionmesh.store import LocalStore
+
+        self.home = Path(home)
+        self.env = {
+            "VISIONMESH_HOME": str(self.home),
+            "VISIONMESH_STORE_URL": f"file://{self.home / 'store'}",
+        }
+        old = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            settings = config.load()
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.issuer = auth.load_issuer(settings)
+        self.store = LocalStore(self.home / "store")
+        self.datasets: dict[str, dict[str, Any]] = {}
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        dataset_pb2_grpc.add_DatasetServiceServicer_to_server(_FakeDatasets(self), self.server)
+        compatibility_pb2_grpc.add_CompatibilityServiceServicer_to_server(
+            _FakeCompat(self), self.server
+        )
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.addr = f"127.0.0.1:{port}"
+
+    def token(self, username: str) -> str:
+        return self.issuer.issue(username)[0]
+
+    def add_dataset(self, files: dict[str, bytes], document: dict[str, Any], owner: str) -> str:
+        doc = json.loads(json.dumps(document))
+        for image in doc["images"]:
+            image["sha256"] = self.store.put_blob_bytes(files[image["file_name"]])
+            image["size_bytes"] = len(files[image["file_name"]])
+        name = f"datasets/ds{len(self.datasets) + 1}"
+        self.datasets[name] = {"owner": owner, "document": doc}
+        return name
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+
+def _caller(context: Any) -> str:
+    for key, value in context.invocation_metadata():
+        if key == "authorization":
+            import jwt
+
+            return jwt.decode(value.split()[1], options={"verify_signature": False})["sub"]
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, "no token")
+    return ""
+
+
+class _FakeDatasets(dataset_pb2_grpc.DatasetServiceServicer):
+    def __init__(self, fake: FakeDatasetService) -> None:
+        self.fake = fake
+
+    def CreateSnapshot(self, request: Any, context: Any) -> Any:
+        user = _caller(context)
+        self.fake.calls.append(("CreateSnapshot", request.parent))
+        dataset = self.fake.datasets.get(request.parent)
+        if dataset is None or dataset["owner"] != user:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"dataset {request.parent} not found")
+        sid = f"s{len(self.fake.snapshots) + 1}"
+        name = f"{request.parent}/snapshots/{sid}"
+        key = f"{request.parent}/snapshots/{sid}/manifest.json"
+        self.fake.store.put_bytes(key, json.dumps(dataset["document"]).encode())
+        self.fake.snapshots[name] = {"dataset": request.parent, "manifest_key": key}
+        return dataset_pb2.CreateSnapshotResponse(
+            snapshot=dataset_pb2.Snapshot(
+                name=name, reason=request.snapshot.reason, automatic=True, manifest_key=key
+            )
+        )
+
+    def GetSnapshot(self, request: Any, context: Any) -> Any:
+        user = _caller(context)
+        snap = self.fake.snapshots.get(request.name)
+        if snap is None or self.fake.datasets[snap["dataset"]]["owner"] != user:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"snapshot {request.name} not found")
+        return dataset_pb2.GetSnapshotResponse(
+            snapshot=dataset_pb2.Snapshot(name=request.name, manifest_key=snap["manifest_key"])
+        )
+
+
+class _FakeCompat(compatibility_pb2_grpc.CompatibilityServiceServicer):
+    NEEDS = {
+        common_pb2.TASK_TYPE_OBJECT_DETECTION: ("bbox", "segmentation", "boxes"),
+        common_pb2.TASK_TYPE_INSTANCE_SEGMENTATION: ("segmentation", None, "polygons"),
+        common_pb2.TASK_TYPE_POSE_ESTIMATION: ("keypoints", None, "keypoints"),
+        common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION: ("category_id", None, "labels"),
+    }
+
+    def __init__(self, fake: FakeDatasetService) -> None:
+        self.fake = fake
+
+    def CheckCompatibility(self, request: Any, context: Any) -> Any:
+        from visionmesh.v1 import compatibility_pb2
+
+        _caller(context)
+        snap = self.fake.snapshots[request.dataset]
+        doc = json.loads(self.fake.store.get_bytes(snap["manifest_key"]))
+        field, alt, what = self.NEEDS.get(request.task_type, ("-", None, "?"))
+        ok = any(a.get(field) or (alt and a.get(alt)) for a in doc["annotations"])
+        task = common_pb2.TaskType.Name(request.task_type)
+        return compatibility_pb2.CheckCompatibilityResponse(
+            report=compatibility_pb2.CompatibilityReport(
+                compatible=ok,
+                task_type=request.task_type,
+                conversion=compatibility_pb2.CONVERSION_NATIVE if ok else 5,
+                errors=[] if ok else [f"the annotations have no {what}: {task} needs them"],
+                split_seed=request.split_seed,
+            )
+        )

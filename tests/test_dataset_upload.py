@@ -1,0 +1,289 @@
+"""UploadImages over real gRPC: structure kept, dedup, limits, and all-or-nothing commits.
+
+An upload killed half-way (client cancels, server SIGKILLed) or racing the garbage
+collector leaves no image rows and no row referencing a missing blob.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+
+from dataset_svc.errors import bad_request_fields
+from tests._dataset import (
+    DEFAULT_BACKEND,
+    dataset_server_fixture,
+    folder_files,
+    image_bytes,
+    shared_data,
+    upload_requests,
+)
+from tests._servers import ROOT, child_env
+from visionmesh.store import BLOB_PREFIX, blob_key
+from visionmesh.v1 import dataset_pb2
+
+LIMITS = {
+    "VISIONMESH_MAX_IMAGE_BYTES": "150000",
+    "VISIONMESH_MAX_IMAGE_PIXELS": "4000000",
+    "VISIONMESH_MAX_UPLOAD_BYTES": "3000000",
+}
+server = dataset_server_fixture([DEFAULT_BACKEND], extra_env=LIMITS)
+D = dataset_pb2
+Conflict = D.UploadImagesHeader.OnConflict
+
+
+def noise_png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(out, "PNG")
+    return out.getvalue()
+
+
+def run_gc(server) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "dataset_svc.gc"],
+        cwd=ROOT,
+        env=child_env(server.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def stored_blobs(server) -> set[str]:
+    with server.store() as store:
+        return {k.rsplit("/", 1)[1] for k in store.list(BLOB_PREFIX)}
+
+
+def test_folder_structure_split_and_dedup(server):
+    folder = shared_data("cls-imagenet-10")
+    alice = server.user("alice")
+    ds = alice.create_dataset("imagenet-10")
+    files = folder_files(folder)
+    reply = alice.upload(ds.name, files, chunk_size=1000)  # many chunks per file
+    assert sorted(i.path for i in reply.images) == sorted(p for p, _ in files)
+    assert reply.received_bytes == sum(p.stat().st_size for _, p in files)
+    # "x copy.JPEG" and "x copy 2.JPEG" are byte-identical to "x.JPEG": stored once.
+    copies = [p for p, _ in files if " copy" in p]
+    assert copies and reply.deduplicated_count == len(copies)
+    by_path = {i.path: i for i in reply.images}
+    sample = next(p for p, _ in files if p.startswith("val/"))
+    assert by_path[sample].split == "val" and by_path[sample].content_type == "image/jpeg"
+    assert by_path[sample].width > 0 and by_path[sample].height > 0
+    original = next(p for p in copies if p.endswith(" copy.JPEG")).replace(" copy", "")
+    assert by_path[original].sha256 == by_path[original.replace(".JPEG", " copy.JPEG")].sha256
+    listed = alice.all_images(ds.name)
+    assert {i.path for i in listed} == set(by_path)
+    got = alice.datasets.GetDataset(D.GetDatasetRequest(name=ds.name)).dataset
+    assert got.image_count == len(files)
+    assert got.total_bytes == sum({i.sha256: i.size_bytes for i in listed}.values())
+    val = alice.datasets.ListImages(
+        D.ListImagesRequest(parent=ds.name, filter='split="val"', page_size=1000)
+    )
+    assert val.total_size == sum(1 for p, _ in files if p.startswith("val/"))
+    prefixed = alice.datasets.ListImages(
+        D.ListImagesRequest(parent=ds.name, filter='path:"train/n0144"')
+    )
+    assert prefixed.total_size and all(i.path.startswith("train/n0144") for i in prefixed.images)
+
+
+def test_path_prefix_and_conflicts(server):
+    alice = server.user("alice")
+    ds = alice.create_dataset("conflicts")
+    first = alice.upload(
+        ds.name, {"a.png": image_bytes(color=(1, 0, 0))}, path_prefix="images/train"
+    )
+    assert first.images[0].path == "images/train/a.png" and first.images[0].split == "train"
+    image_id = first.images[0].name
+    new = {"a.png": image_bytes(color=(0, 1, 0))}
+    skipped = alice.upload(
+        ds.name, new, path_prefix="images/train", on_conflict=Conflict.ON_CONFLICT_SKIP
+    )
+    assert not skipped.images and skipped.skipped[0].path == "images/train/a.png"
+    with pytest.raises(grpc.RpcError) as err:
+        alice.upload(
+            ds.name, new, path_prefix="images/train", on_conflict=Conflict.ON_CONFLICT_FAIL
+        )
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    replaced = alice.upload(ds.name, new, path_prefix="images/train")  # default: replace
+    assert replaced.images[0].name == image_id
+    assert replaced.images[0].sha256 != first.images[0].sha256
+    assert [i.sha256 for i in alice.all_images(ds.name)] == [replaced.images[0].sha256]
+
+
+def test_non_images_oversize_and_bombs_are_skipped_with_reasons(server):
+    alice = server.user("alice")
+    ds = alice.create_dataset("rejects")
+    files = {
+        "ok.png": image_bytes(),
+        "notes.txt": b"not an image",
+        "fake.jpg": b"\xff\xd8\xff\xe0 truncated",
+        "huge.png": noise_png(250, 250),  # > 150 kB
+        "bomb.png": image_bytes(2500, 2000),  # 5 Mpx > 4 Mpx, tiny on the wire
+        "empty.png": b"",
+    }
+    reply = alice.upload(ds.name, files)
+    assert [i.path for i in reply.images] == ["ok.png"]
+    reasons = {s.path: s.reason for s in reply.skipped}
+    assert set(reasons) == set(files) - {"ok.png"}
+    assert "not an image" in reasons["notes.txt"] and "not an image" in reasons["fake.jpg"]
+    assert "150000-byte limit" in reasons["huge.png"]
+    assert "decompression bomb" in reasons["bomb.png"]
+    assert "empty" in reasons["empty.png"]
+
+
+def test_bad_streams_are_invalid_and_commit_nothing(server):
+    alice = server.user("alice")
+    ds = alice.create_dataset("bad streams")
+    cases = {
+        "chunk.path": upload_requests(ds.name, [("../escape.png", image_bytes())]),
+        "header.parent": upload_requests("nonsense", [("a.png", image_bytes())]),
+        "header.path_prefix": upload_requests(
+            ds.name, [("a.png", image_bytes())], path_prefix="/abs"
+        ),
+        "header": iter(
+            [D.UploadImagesRequest(chunk=D.FileChunk(path="a.png", data=image_bytes()))]
+        ),
+    }
+    for field, stream in cases.items():
+        with pytest.raises(grpc.RpcError) as err:
+            alice.datasets.UploadImages(stream, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert field in bad_request_fields(err.value), (field, err.value.details())
+    good_then_bad = list(upload_requests(ds.name, [("fine.png", image_bytes())])) + [
+        D.UploadImagesRequest(chunk=D.FileChunk(path="/etc/passwd", data=b"x"))
+    ]
+    with pytest.raises(grpc.RpcError):
+        alice.datasets.UploadImages(iter(good_then_bad), timeout=30)
+    assert alice.all_images(ds.name) == []
+
+
+def test_too_large_upload_is_resource_exhausted(server):
+    alice = server.user("alice")
+    ds = alice.create_dataset("too large")
+    files = [(f"n{i}.png", noise_png(600, 600)) for i in range(3)]  # ~1.1 MB each, 3 MB cap
+    with pytest.raises(grpc.RpcError) as err:
+        alice.upload(ds.name, [("small.png", image_bytes()), *files])
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "split it" in err.value.details()
+    assert alice.all_images(ds.name) == []
+
+
+class Gate:
+    """An upload stream that pauses after its first files until released."""
+
+    def __init__(self, parent: str, before: dict[str, bytes], after: dict[str, bytes]) -> None:
+        self.parent, self.before, self.after = parent, before, after
+        self.paused = threading.Event()
+        self.release = threading.Event()
+
+    def __iter__(self):
+        yield from upload_requests(self.parent, self.before.items())
+        self.paused.set()
+        self.release.wait(60)
+        for path, data in self.after.items():
+            yield D.UploadImagesRequest(chunk=D.FileChunk(path=path, data=data))
+
+
+def _assert_clean(server, client, dataset_name) -> None:
+    assert client.all_images(dataset_name) == []
+    got = client.datasets.GetDataset(D.GetDatasetRequest(name=dataset_name)).dataset
+    assert got.image_count == 0 and got.total_bytes == 0
+    check = client.datasets.CheckIntegrity(D.CheckIntegrityRequest(name=dataset_name))
+    assert check.ok
+
+
+def _wait_blobs(server, digests, timeout=10) -> None:
+    deadline = time.monotonic() + timeout
+    while not digests <= stored_blobs(server):
+        assert time.monotonic() < deadline, "the server never stored the first files"
+        time.sleep(0.05)
+
+
+def test_client_cancel_half_way_commits_nothing(server):
+    import hashlib
+
+    alice = server.user("alice")
+    ds = alice.create_dataset("cancelled")
+    before = {f"train/{i}.png": image_bytes(color=(i, 7, 7)) for i in range(3)}
+    gate = Gate(ds.name, before, {"train/late.png": image_bytes(color=(8, 8, 8))})
+    future = alice.datasets.UploadImages.future(iter(gate), timeout=60)
+    assert gate.paused.wait(30)
+    ordered = [hashlib.sha256(b).hexdigest() for b in before.values()]
+    digests = set(ordered)
+    _wait_blobs(server, set(ordered[:-1]))  # the last file ends only when the next begins
+    future.cancel()
+    gate.release.set()
+    with pytest.raises(grpc.FutureCancelledError):
+        future.result()
+    time.sleep(0.3)
+    _assert_clean(server, alice, ds.name)
+    assert "blobs seen" in run_gc(server)
+    assert not digests & stored_blobs(server)  # the garbage is gone
+    assert not any(server.home.joinpath("tmp", "uploads").iterdir())
+
+
+def test_upload_racing_the_gc_is_aborted_not_half_committed(server):
+    alice = server.user("alice")
+    ds = alice.create_dataset("gc race")
+    data = image_bytes(color=(42, 42, 42))
+    # A stored blob nothing references (garbage), which the upload then deduplicates against.
+    with server.store() as store:
+        digest = store.put_blob_bytes(data)
+    # a.png is complete (and deduplicated) once the next file starts.
+    before = {"a.png": data, "b.png": image_bytes(color=(43, 43, 43))}
+    gate = Gate(ds.name, before, {"c.png": image_bytes(color=(44, 44, 44))})
+    future = alice.datasets.UploadImages.future(iter(gate), timeout=60)
+    assert gate.paused.wait(30)
+    time.sleep(0.5)
+    run_gc(server)  # deletes the unreferenced blob meanwhile
+    assert digest not in stored_blobs(server)
+    gate.release.set()
+    with pytest.raises(grpc.RpcError) as err:
+        future.result()
+    assert err.value.code() == grpc.StatusCode.ABORTED and "retry" in err.value.details()
+    _assert_clean(server, alice, ds.name)
+    reply = alice.upload(ds.name, {"a.png": data})  # a retry works
+    assert reply.images[0].sha256 == digest and digest in stored_blobs(server)
+
+
+def test_server_killed_half_way_commits_nothing(server):
+    """Runs last in this module: it SIGKILLs and restarts the server."""
+    import hashlib
+
+    alice = server.user("alice")
+    username, token = alice.username, alice.token
+    ds = alice.create_dataset("killed")
+    before = {f"val/{i}.png": image_bytes(color=(i, 9, 9)) for i in range(3)}
+    gate = Gate(ds.name, before, {"val/late.png": image_bytes(color=(1, 9, 1))})
+    future = alice.datasets.UploadImages.future(iter(gate), timeout=60)
+    assert gate.paused.wait(30)
+    ordered = [hashlib.sha256(b).hexdigest() for b in before.values()]
+    digests = set(ordered)
+    _wait_blobs(server, set(ordered[:-1]))  # the last file ends only when the next begins
+    server.process.kill()  # SIGKILL: no drain, no cleanup
+    gate.release.set()
+    with pytest.raises(grpc.RpcError) as err:
+        future.result()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    leftovers = list(server.home.joinpath("tmp", "uploads").iterdir())
+    server.restart()
+    assert not any(p.exists() for p in leftovers)  # the restart removed the temp files
+    alice = server.client(username, token)  # tokens survive a restart (same key pair)
+    _assert_clean(server, alice, ds.name)
+    run_gc(server)
+    assert not digests & stored_blobs(server)
+    with server.store() as store:
+        for image in alice.all_images(ds.name):
+            assert store.exists(blob_key(image.sha256))

@@ -1,0 +1,137 @@
+"""The fast COCO loader means exactly what json.loads means; the fast number text is exact."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visionmesh import formats
+from visionmesh.formats import fastjson, textnum
+
+
+def _number(rng: random.Random) -> float | int:
+    kind = rng.randrange(6)
+    if kind == 0:
+        return rng.randrange(0, 5000)
+    if kind == 1:
+        return -round(rng.uniform(0, 999), rng.randrange(0, 4))
+    if kind == 2:
+        return rng.uniform(0, 2000)  # long repr: more than 8 characters
+    return round(rng.uniform(0, 2000), rng.randrange(0, 4))
+
+
+def coco_doc(n: int = 120, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    anns = []
+    for i in range(n):
+        polys = [
+            [_number(rng) for _ in range(2 * rng.randrange(3, 9))]
+            for _ in range(rng.choice([1, 1, 2]))
+        ]
+        anns.append({"id": i + 1, "image_id": 1, "category_id": 1, "segmentation": polys,
+                     "bbox": [1.5, 2, 3, 4.25], "area": 1.0, "iscrowd": 0})  # fmt: skip
+    return {
+        "info": {"description": 'a "segmentation": [[1,2]] inside a string'},
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "x"}],
+    }
+
+
+def resolved(doc: dict, table: fastjson.PolygonTable | None) -> dict:
+    """The document with markers swapped back for plain polygon lists."""
+    if table is None:
+        return doc
+    for a in doc["annotations"]:
+        if table.is_marker(a["segmentation"]):
+            a["segmentation"] = [p.tolist() for p in table.take(a["segmentation"])]
+    assert table.complete
+    return doc
+
+
+@pytest.mark.parametrize("separators", [None, (",", ":")])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_same_meaning_as_json(separators: tuple[str, str] | None, seed: int) -> None:
+    text = json.dumps(coco_doc(seed=seed), separators=separators).encode()
+    doc, table = fastjson.loads(text)
+    assert table is not None and len(table) == 120
+    assert resolved(doc, table) == json.loads(text)
+
+
+def test_polygons_are_views_of_one_buffer() -> None:
+    doc, table = fastjson.loads(json.dumps(coco_doc()).encode())
+    polys = table.take(doc["annotations"][0]["segmentation"])
+    assert all(any(np.shares_memory(p, b) for b in table.buffers) for p in polys)
+    assert len({id(p.base) for p in polys}) == 1
+    assert polys[0].dtype == np.float64
+
+
+def test_blocks_json_must_read_are_left_to_json() -> None:
+    doc = coco_doc()
+    doc["annotations"][0]["segmentation"] = [[1e-07, 2.5e16, 3, 4, 5, 6]]  # exponents
+    doc["annotations"][1]["segmentation"] = {"counts": [1, 2], "size": [10, 10]}  # RLE
+    doc["annotations"][2]["segmentation"] = []
+    text = json.dumps(doc).encode()
+    parsed, table = fastjson.loads(text)
+    assert table is not None and len(table) == 117
+    assert resolved(parsed, table) == json.loads(text)
+
+
+def test_pretty_printed_documents_still_mean_the_same() -> None:
+    text = json.dumps(coco_doc(), indent=2).encode()
+    doc, table = fastjson.loads(text)
+    assert resolved(doc, table) == json.loads(text)
+
+
+@pytest.mark.parametrize("bad", [b"5.", b".5", b"05", b"1.2.3", b"--1", b"1-2", b"1 2", b"", b"-"])
+def test_malformed_numbers_raise_like_json(bad: bytes) -> None:
+    text = json.dumps(coco_doc()).encode()
+    first = text.index(b'"segmentation": [[') + len(b'"segmentation": [[')
+    broken = text[:first] + bad + b", " + text[first:]
+    with pytest.raises(ValueError):
+        json.loads(broken)
+    with pytest.raises(ValueError):
+        fastjson.loads(broken)
+
+
+def test_small_documents_use_plain_json() -> None:
+    text = json.dumps(coco_doc(n=10)).encode()
+    doc, table = fastjson.loads(text)
+    assert table is None and doc == json.loads(text)
+
+
+def test_reader_with_markers_outside_annotations_rereads(tmp_path: Path) -> None:
+    doc = coco_doc()
+    doc["extra"] = [{"segmentation": [[1, 2, 3, 4, 5, 6]]} for _ in range(70)]
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    result = formats.read(tmp_path, check_images=False)
+    assert result.ok, [str(p) for p in result.errors]
+    first = result.dataset.annotations[0].segmentation
+    assert first == doc["annotations"][0]["segmentation"]
+
+
+def test_reader_validates_array_polygons(tmp_path: Path) -> None:
+    doc = coco_doc()
+    doc["annotations"][5]["segmentation"] = [[1, 2, 3, 4]]  # still cut out, but too short
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    result = formats.read(tmp_path, check_images=False)
+    assert isinstance(result.dataset.annotations[0].segmentation[0], np.ndarray)
+    assert [p.path for p in result.errors] == ["annotations[5].segmentation[0]"]
+    back = formats.to_dice_dict(result.dataset)
+    assert back["annotations"][0]["segmentation"] == doc["annotations"][0]["segmentation"]
+
+
+def test_fixed6_matches_printf() -> None:
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.random(5000), [0.0, 1.0, 0.5, 1e-7, 0.9999995, 0.0000005]])
+    cells = textnum.fixed6(values).tobytes().split(b" ")[:-1]
+    assert cells == [f"{v:.6f}".encode() for v in values]
+
+
+def test_lines_layout() -> None:
+    out = textnum.lines([3, 12], np.array([0.5, 0.25, 1.0, 0.0, 0.125]), np.array([2, 3]))
+    assert out == [b"3 0.500000 0.250000\n", b"12 1.000000 0.000000 0.125000\n"]

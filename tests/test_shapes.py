@@ -1,0 +1,68 @@
+"""The synthetic shapes dataset: seeded, valid DICE, annotations matching the pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from visionmesh import compat, formats, shapes
+
+
+def test_same_seed_same_files(tmp_path: Path) -> None:
+    shapes.generate(tmp_path / "a", images=6, size=48, seed=11)
+    shapes.generate(tmp_path / "b", images=6, size=48, seed=11)
+    shapes.generate(tmp_path / "c", images=6, size=48, seed=12)
+    files = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
+    assert Path("annotations.json") in files and Path("meta.json") in files
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert (tmp_path / "a/annotations.json").read_bytes() != (
+        tmp_path / "c/annotations.json"
+    ).read_bytes()
+
+
+def test_valid_dice_that_trains_every_task(tmp_path: Path) -> None:
+    ds = shapes.generate(tmp_path, images=16, size=64, seed=0)
+    result = formats.read(tmp_path)
+    assert result.variant == "dice-standard"
+    assert result.ok and not result.problems, [str(p) for p in result.problems]
+    assert [c.name for c in result.dataset.categories] == ["circle", "square", "triangle"]
+    assert len(result.dataset.annotations) == len(ds.annotations) >= 16
+    for task in formats.TASKS:
+        report = compat.check(result.dataset, task)
+        assert report.compatible, (task, report.errors)
+
+
+def test_annotations_match_pixels(tmp_path: Path) -> None:
+    ds = shapes.generate(tmp_path, images=8, size=96, seed=3)
+    for im in ds.images:
+        pixels = np.asarray(PILImage.open(tmp_path / im.path).convert("RGB"), dtype=int)
+        for a in (a for a in ds.annotations if a.image_id == im.id):
+            poly = np.asarray(a.segmentation[0]).reshape(-1, 2)
+            x, y, w, h = a.bbox
+            assert 0 <= x and 0 <= y and x + w <= im.width and y + h <= im.height
+            assert np.allclose([poly[:, 0].min(), poly[:, 1].min()], [x, y], atol=0.01)
+            centre = pixels[int(poly[:, 1].mean()), int(poly[:, 0].mean())]
+            assert any(np.abs(centre - c).max() < 40 for c in shapes.COLOURS.values())
+            if a.category_id == 3:  # triangles carry their vertices as keypoints
+                assert np.allclose(np.asarray(a.keypoints).reshape(-1, 3)[:, :2], poly)
+                assert a.keypoints[2::3] == [2, 2, 2]
+            else:
+                assert a.keypoints is None
+            assert a.area > 0
+
+
+def test_shapes_do_not_overlap(tmp_path: Path) -> None:
+    ds = shapes.generate(tmp_path, images=10, size=64, seed=9, max_shapes=5)
+    masks = {}
+    for a in ds.annotations:
+        img = masks.setdefault(a.image_id, np.zeros((64, 64), dtype=int))
+        one = compat.semantic_mask(
+            formats.Dataset(ds.categories, ds.images, [a]), ds.image_map()[a.image_id]
+        )
+        img += one > 0
+    assert all(m.max() <= 1 for m in masks.values())

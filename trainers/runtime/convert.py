@@ -1,0 +1,149 @@
+"""Snapshot manifest (DICE standard) -> the prepared layout an adapter asked for.
+
+Built on the shared libraries, so a trainer converts exactly as CheckCompatibility predicts:
+``visionmesh.formats.read.from_dice_dict`` parses the manifest, ``visionmesh.compat.prepare``
+converts the annotations for the task (DESIGN.md section 7) and splits images without a split
+with the job's seed, and the ``visionmesh.formats`` writers lay it out. The layouts are the
+ones :mod:`trainers.runtime.adapter` documents ("yolo", "imagefolder", "coco"/"dice").
+Images are hard-linked from the local blob cache (copied when linking is impossible).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainers.runtime.adapter import IMAGE_CLASSIFICATION
+
+
+class ConversionError(ValueError):
+    """The manifest cannot be converted for the task (the message says why)."""
+
+
+def _place(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() or dest.is_symlink():
+        dest.unlink()
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def _folder_name(name: str) -> str:
+    """The class folder the formats writers use for a category name."""
+    try:
+        from visionmesh.formats.paths import safe_folder_name
+    except ImportError:  # pragma: no cover - the writer's own rule, should the helper move
+        cleaned = name.replace("/", "_").replace("\\", "_").strip()
+        return cleaned if cleaned not in ("", ".", "..") else f"_{cleaned.strip('.')}_"
+    return safe_folder_name(name)
+
+
+def _problems(problems: list[Any], limit: int = 5) -> str:
+    shown = [f"{p.path}: {p.message}" if p.path else p.message for p in problems[:limit]]
+    more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
+    return "; ".join(shown) + more
+
+
+def write_layout(
+    manifest: bytes,
+    *,
+    task_type: str,
+    layout: str,
+    split_seed: int,
+    val_fraction: float,
+    out_dir: Path,
+    final_dir: Path,
+    image_file: Callable[[str], Path],
+) -> dict[str, Any]:
+    """Write the layout into ``out_dir`` (to be renamed to ``final_dir``); return its info."""
+    from visionmesh import compat
+    from visionmesh.formats import from_dice_dict, to_coco_dict, write
+
+    read = from_dice_dict(json.loads(manifest))
+    if read.errors:
+        raise ConversionError(f"the snapshot manifest is invalid: {_problems(read.errors)}")
+    dataset, report = compat.prepare(
+        read.dataset, task_type, split_seed=split_seed, val_fraction=val_fraction or 0.2
+    )
+    if dataset is None:
+        reasons = "; ".join(report.errors) or "no usable annotations"
+        raise ConversionError(f"this snapshot cannot train {task_type}: {reasons}")
+    sha = {im.path: im.sha256 for im in dataset.images}
+    # YOLO class index = rank of the category id, background left out (yolo_write's rule)
+    categories = sorted((c for c in dataset.categories if not c.is_background), key=lambda c: c.id)
+    names = [c.name for c in categories]
+    ids = [c.id for c in categories]
+    counts: dict[str, int] = {}
+    out_dir = Path(out_dir)
+
+    if layout in ("yolo", "imagefolder"):
+        if layout == "imagefolder" and task_type != IMAGE_CLASSIFICATION:
+            raise ConversionError(f"the imagefolder layout holds classification, not {task_type}")
+        result = write(
+            dataset,
+            layout,
+            out_dir,
+            task=task_type,
+            images="none",
+            split_seed=split_seed,
+            val_fraction=val_fraction or 0.2,
+        )
+        errors = [p for p in result.problems if p.severity == "error"]
+        if errors:
+            raise ConversionError(f"could not write the {layout} layout: {_problems(errors)}")
+        for src, dest in result.images:
+            if not sha.get(src):
+                raise ConversionError(f"image {src} has no sha256 in the snapshot manifest")
+            _place(image_file(sha[src]), out_dir / dest)
+            split = dest.split("/")[1] if layout == "yolo" else dest.split("/")[0]
+            counts[split] = counts.get(split, 0) + 1
+        if layout == "yolo" and task_type == IMAGE_CLASSIFICATION:
+            layout = "imagefolder"  # the yolo writer's classify output is class folders
+        if layout == "yolo":
+            data_yaml = out_dir / "data.yaml"
+            data = yaml.safe_load(data_yaml.read_text())
+            data = {"path": str(final_dir), **data}
+            data_yaml.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        else:
+            # class folders: the framework indexes the folders present, sorted by name
+            folder_of = {c.id: _folder_name(c.name) for c in categories}
+            present = {dest.split("/")[1] for _, dest in result.images}
+            order = sorted(
+                (c for c in categories if folder_of[c.id] in present), key=lambda c: folder_of[c.id]
+            )
+            names = [c.name for c in order]
+            ids = [c.id for c in order]
+    elif layout in ("coco", "dice"):
+        for split in ("train", "val", "test"):
+            members = [im for im in dataset.images if im.split == split]
+            if not members:
+                continue
+            doc = to_coco_dict(dataset, members)
+            (out_dir / f"annotations_{split}.json").write_text(json.dumps(doc))
+            for im in members:
+                _place(image_file(sha[im.path]), out_dir / "images" / im.path)
+            counts[split] = len(members)
+    else:
+        raise ConversionError(f"unknown dataset layout {layout!r}")
+    if not counts.get("train") or not counts.get("val"):
+        raise ConversionError(
+            f"training needs images in both train and val; this split gives {counts or 'none'}"
+        )
+    return {
+        "class_names": list(names),
+        "category_ids": [int(i) for i in ids],
+        "counts": counts,
+        "conversion": report.conversion,
+        "lossy": report.lossy,
+        "split_generated": report.split_generated,
+        "dropped_annotations": report.dropped_annotations,
+        "warnings": list(report.warnings),
+    }

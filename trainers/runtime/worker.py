@@ -1,0 +1,334 @@
+"""One job's child process: ``python -m trainers.runtime.worker JOB_FILE``.
+
+The trainer server starts it in its own process group with a JSON job file and a pipe
+(``VISIONMESH_EVENTS_FD``) on which the worker writes one JSON event per line:
+
+``{"event": "state", "state": "PREPARING" | "RUNNING"}``
+``{"event": "prepared", ...PreparedDataset fields}``
+``{"event": "epoch", "record": {...} | null, "checkpoints": [...]}``
+``{"event": "done", "stopped_early": bool}`` / ``{"event": "error", "message": "..."}``
+
+The worker itself writes what must survive a crash of either process, in this order per
+epoch: the epoch's line in ``runs/<job>/metrics.jsonl`` (epochs already there are never
+written twice), then ``checkpoints/<job>/last.pt`` (+ ``best.pt``, ``epoch_<n>.pt`` per the
+keep-last-k policy), then the event. It dies with its server (PR_SET_PDEATHSIG), stops after
+the current epoch on SIGUSR1 (stop-early, deadline), and exits non-zero on any error.
+stdout/stderr are the job's log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trainers.runtime import records
+from trainers.runtime.adapter import FrameworkAdapter, TrainSpec
+from trainers.runtime.prepare import prepare_dataset
+from visionmesh.store import KeyNotFound, ObjectStore, open_store
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent dies (Linux), then check it has not already."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(70)
+
+    def watch() -> None:  # portable fallback
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(70)
+
+    if parent_pid:
+        threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def load_adapter(path: str) -> FrameworkAdapter:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)()
+
+
+class Events:
+    def __init__(self, fd: int | None) -> None:
+        self._file = os.fdopen(fd, "w", buffering=1) if fd is not None else None
+        self._lock = threading.Lock()
+
+    def send(self, event: str, **payload: Any) -> None:
+        if self._file is None:
+            return
+        line = json.dumps({"event": event, **payload}) + "\n"
+        with self._lock:
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except BrokenPipeError:  # the server is gone: nothing left to report to
+                os._exit(71)
+
+
+def resolve_device(device: str) -> str:
+    """The spec's device, or "cuda:0" when a GPU is usable, else "cpu".
+
+    Without NVIDIA device nodes the answer is "cpu" without importing torch: importing it
+    here would start torch's thread pool before the framework configures it (ultralytics
+    sets OMP_NUM_THREADS=1 on import), and a job must train exactly as a direct call would.
+    """
+    if device:
+        return device
+    if not (Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").exists()):
+        return "cpu"
+    try:
+        import torch
+
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+class RuntimeJob:
+    """The JobContext the adapter sees (see trainers.runtime.adapter.JobContext)."""
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        store: ObjectStore,
+        events: Events,
+        adapter: FrameworkAdapter,
+    ) -> None:
+        self.cfg = cfg
+        self.job_id = cfg["job_id"]
+        self.store = store
+        self.events = events
+        self.adapter = adapter
+        self.spec = TrainSpec(**cfg["train_spec"])
+        self.work_dir = Path(cfg["work_dir"])
+        self.dataset_dir = Path()
+        self.class_names: list[str] = []
+        self.category_ids: list[int] = []
+        self.images_per_epoch = 0
+        self.resume_from: Path | None = None
+        self.pretrained_weights: Path | None = None
+        self.best_metric = cfg["best_metric"]
+        self.keep_last = max(int(cfg.get("keep_last", 2)), 0)
+        self.stop_requested = threading.Event()
+        self.records: list[dict[str, Any]] = []
+        self._last_time = time.time()
+        self._run_epoch_seconds: list[float] = []
+
+    # -- JobContext -----------------------------------------------------------------------
+    def should_stop(self) -> bool:
+        return self.stop_requested.is_set()
+
+    def log(self, line: str) -> None:
+        print(line, flush=True)
+
+    def report_epoch(
+        self,
+        epoch: int,
+        values: Mapping[str, float],
+        *,
+        checkpoint: Path | None = None,
+        images_seen: int = 0,
+        is_best: bool | None = None,
+    ) -> bool:
+        now = time.time()
+        seconds = max(now - self._last_time, 1e-6)
+        self._last_time = now
+        self._run_epoch_seconds.append(seconds)
+        epoch = int(epoch)
+        existing = next((r for r in self.records if r["epoch"] == epoch), None)
+        record = None
+        if existing is None:
+            clean = {str(k): float(v) for k, v in values.items()}
+            if is_best is None:
+                value = clean.get(self.best_metric)
+                prior = [r["values"].get(self.best_metric) for r in self.records if r["is_best"]]
+                best = prior[-1] if prior else None
+                is_best = value is not None and records.is_better(self.best_metric, value, best)
+                if value is None and not any(r["is_best"] for r in self.records):
+                    is_best = True  # no metric to compare: keep the first as best
+            total = self.spec.epochs
+            mean = sum(self._run_epoch_seconds) / len(self._run_epoch_seconds)
+            images = images_seen or self.images_per_epoch
+            record = {
+                "epoch": epoch,
+                "epochs": total,
+                "values": clean,
+                "epoch_seconds": seconds,
+                "images_per_second": images / seconds if images else 0.0,
+                "eta_seconds": max(total - epoch, 0) * mean,
+                "is_best": bool(is_best),
+                "time": now,
+            }
+            self.records.append(record)
+            self.records.sort(key=lambda r: r["epoch"])
+            self.store.put_bytes(
+                records.run_key(self.job_id, "metrics.jsonl"), records.metrics_jsonl(self.records)
+            )
+        else:
+            is_best = bool(existing.get("is_best"))
+            self.log(f"epoch {epoch} was already recorded before the interruption; not re-counted")
+        checkpoints = self._store_checkpoints(epoch, checkpoint, bool(is_best))
+        self.events.send("epoch", record=record, checkpoints=checkpoints)
+        return self.should_stop()
+
+    # -- internals ------------------------------------------------------------------------
+    def _store_checkpoints(
+        self, epoch: int, checkpoint: Path | None, is_best: bool
+    ) -> list[dict[str, Any]]:
+        if checkpoint is None or not Path(checkpoint).is_file():
+            return []
+        job = self.job_id
+        size = Path(checkpoint).stat().st_size
+        now = time.time()
+        last = records.checkpoint_key(job, "last.pt")
+        self.store.put_file(last, checkpoint)
+        out = [
+            {"filename": "last.pt", "key": last, "epoch": epoch, "size_bytes": size, "time": now}
+        ]
+        if is_best:
+            best = records.checkpoint_key(job, "best.pt")
+            self.store.copy(last, best)
+            out.append(
+                {
+                    "filename": "best.pt",
+                    "key": best,
+                    "epoch": epoch,
+                    "size_bytes": size,
+                    "time": now,
+                }
+            )
+        if self.keep_last > 0:
+            name = f"epoch_{epoch}.pt"
+            key = records.checkpoint_key(job, name)
+            self.store.copy(last, key)
+            out.append(
+                {"filename": name, "key": key, "epoch": epoch, "size_bytes": size, "time": now}
+            )
+            kept = sorted(
+                (
+                    int(k.rsplit("epoch_", 1)[1].removesuffix(".pt"))
+                    for k in self.store.list(records.checkpoint_key(job, "epoch_"))
+                    if k.endswith(".pt")
+                ),
+            )
+            for old in kept[: -self.keep_last]:
+                with contextlib.suppress(KeyNotFound):
+                    self.store.delete(records.checkpoint_key(job, f"epoch_{old}.pt"))
+                out.append({"filename": f"epoch_{old}.pt", "deleted": True})
+        return out
+
+
+def run(cfg: dict[str, Any], events: Events) -> int:
+    adapter = load_adapter(cfg["adapter"])
+    store = open_store(cfg["store_url"])
+    job = RuntimeJob(cfg, store, events, adapter)
+    signal.signal(signal.SIGUSR1, lambda *_: job.stop_requested.set())
+    if cfg.get("stop_requested"):
+        job.stop_requested.set()
+    job.work_dir.mkdir(parents=True, exist_ok=True)
+
+    events.send("state", state=records.PREPARING)
+    prepared = prepare_dataset(
+        store,
+        manifest_key=cfg["manifest_key"],
+        snapshot=cfg["snapshot"],
+        task_type=cfg["task_type"],
+        layout=cfg["layout"],
+        split_seed=int(cfg["split_seed"]),
+        val_fraction=float(cfg["val_fraction"]),
+        cache_root=Path(cfg["cache_root"]),
+        log=job.log,
+    )
+    events.send(
+        "prepared",
+        path=str(prepared.path),
+        class_names=prepared.class_names,
+        category_ids=prepared.category_ids,
+        counts=prepared.counts,
+        conversion=prepared.conversion,
+        split_generated=prepared.split_generated,
+        cached=prepared.cached,
+        downloaded_blobs=prepared.downloaded_blobs,
+        seconds=prepared.seconds,
+    )
+    job.dataset_dir = prepared.path
+    job.class_names = prepared.class_names
+    job.category_ids = prepared.category_ids
+    job.images_per_epoch = int(prepared.counts.get("train", 0))
+
+    with contextlib.suppress(KeyNotFound):
+        job.records = records.parse_metrics_jsonl(
+            store.get_bytes(records.run_key(job.job_id, "metrics.jsonl"))
+        )
+    last_key = records.checkpoint_key(job.job_id, "last.pt")
+    if cfg.get("resume") and job.records and store.exists(last_key):
+        if max(r["epoch"] for r in job.records) >= job.spec.epochs:
+            job.log("every epoch is already recorded: nothing left to train")
+            events.send("done", stopped_early=False)
+            return 0
+        target = job.work_dir / "resume" / "last.pt"
+        store.download(last_key, target)
+        job.resume_from = target.resolve()
+    elif job.records:
+        # A fresh start over a job that has history (no checkpoint survived): start over.
+        job.records = []
+        store.put_bytes(records.run_key(job.job_id, "metrics.jsonl"), b"")
+    if job.resume_from is None and cfg.get("pretrained_key"):
+        key = cfg["pretrained_key"]
+        target = job.work_dir / "pretrained" / Path(key).name
+        try:
+            store.download(key, target)
+        except KeyNotFound:
+            raise RuntimeError(
+                f"pretrained weights {key} are not in the object store; upload them there or "
+                "train without pretrained"
+            ) from None
+        job.pretrained_weights = target.resolve()
+
+    job.spec.device = resolve_device(job.spec.device)
+    job.log(f"device {job.spec.device}")
+    events.send("state", state=records.RUNNING, device=job.spec.device)
+    job._last_time = time.time()
+    adapter.train(job)
+    events.send("done", stopped_early=job.stop_requested.is_set())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = json.loads(Path(argv[0]).read_text())
+    die_with_parent(int(cfg.get("parent_pid", 0)))
+    fd = os.environ.get("VISIONMESH_EVENTS_FD")
+    events = Events(int(fd) if fd else None)
+    try:
+        return run(cfg, events)
+    except Exception as exc:
+        traceback.print_exc()
+        message = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, MemoryError):
+            message = "out of memory"
+        events.send("error", message=f"{type(exc).__name__}: {message}"[:2000])
+        return 1
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # don't wait for framework threads / dataloader workers
