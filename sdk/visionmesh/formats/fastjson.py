@@ -26,7 +26,7 @@ _CLEAN_CHARS = b"0123456789.-,]| "
 _SPACE = b" \t\r\n"
 _VALUE = re.compile(rb"\s*:\s*\[\s*\[")
 _JSON_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
-_CHUNK = 400_000  # bytes of number text parsed at once (keeps arrays in reused heap memory)
+_CHUNK = 1_000_000  # bytes of number text parsed at once (keeps arrays in reused heap memory)
 _MIN_BLOCKS = 64  # below this many blocks plain json is as fast
 
 _U64 = np.uint64

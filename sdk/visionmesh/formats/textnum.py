@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 WIDTH = 9  # "0.123456" and a separator
-_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8).reshape(
-    100, 2
-)
+# "00".."99" as little-endian uint16: one gather gives two characters.
+_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype="<u2")
 _PREFIXES = [f"{i} ".encode() for i in range(1000)]
 
 
@@ -27,9 +26,9 @@ def fixed6(values: np.ndarray) -> np.ndarray:
     high = frac // 10_000
     rest = frac - high * 10_000
     mid = rest // 100
-    out[:, 2:4] = _PAIRS[high]
-    out[:, 4:6] = _PAIRS[mid]
-    out[:, 6:8] = _PAIRS[rest - mid * 100]
+    out[:, 2:4] = _PAIRS[high].view(np.uint8).reshape(-1, 2)
+    out[:, 4:6] = _PAIRS[mid].view(np.uint8).reshape(-1, 2)
+    out[:, 6:8] = _PAIRS[rest - mid * 100].view(np.uint8).reshape(-1, 2)
     out[:, 8] = 32  # " "
     return out
 
