@@ -183,6 +183,9 @@ def compare(images: int, size: int, epochs: int, batch: int, seed: int = 0) -> d
         "direct_curve": [round(v, 4) for v in d_map],
         "platform_seconds": round(platform["seconds"], 1),
         "direct_seconds": round(direct_seconds, 1),
+        "ours": round(platform["seconds"], 1),
+        "peer": round(direct_seconds, 1),
+        "ratio": round(platform["seconds"] / direct_seconds, 4),
     }
 
 

@@ -262,6 +262,9 @@ def main() -> None:
         )
         result = {
             "benchmark": "ingest",
+            "ours": round(upload_s, 3),
+            "peer": round(copy_s, 3),
+            "ratio": round(upload_s / copy_s, 3),
             "images": args.images,
             "bytes": total_bytes,
             "rounds": args.rounds,

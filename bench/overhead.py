@@ -68,6 +68,8 @@ def main() -> int:
         shutil.rmtree(home, ignore_errors=True)
     result = {
         "bench": "overhead",
+        "ours": round(second["seconds"], 2),
+        "peer": round(direct, 2),
         "epochs": args.epochs,
         "direct_seconds": round(direct, 2),
         "first_job_seconds": round(first["seconds"], 2),

@@ -275,7 +275,7 @@ def test_detection_stop_then_resume_continues_from_next_epoch(tmp_path, coco):
 
 
 def test_detection_learns_the_shapes_dataset(tmp_path):
-    """mAP50 rises over epochs on visionmesh.shapes (bench/hf_detection.py goes further)."""
+    """mAP50 rises over epochs on visionmesh.shapes (checks/hf_detection.py goes further)."""
     root, names = prepared_shapes(
         tmp_path, OBJECT_DETECTION, "coco", images=160, size=96, max_shapes=2
     )

@@ -6,7 +6,7 @@ pycocotools' COCOeval over the val split each epoch. Prints one line per epoch o
 the last stdout line is JSON with ``map50_by_epoch``, ``first`` / ``best`` / ``last``
 (means of the first and last three epochs) and ``rising`` (last > first and best >= 0.05).
 
-    python bench/hf_detection.py [--model rt-detr-micro] [--images 400]
+    python checks/hf_detection.py [--model rt-detr-micro] [--images 400]
                                  [--size 128] [--epochs 20] [--batch 8] [--lr 5e-4]
 
 Measured on 2 CPU cores, 320 train / 80 val images at 128 px, batch 8, lr 5e-4:

@@ -6,14 +6,14 @@ gets), and runs ``TimmAdapter().train`` in-process with a recording JobContext. 
 line per epoch on stderr; the last stdout line is JSON with ``top1_by_epoch``, ``best_top1``
 and ``passed`` (best >= 0.9).
 
-    python bench/timm_shapes.py [--model test_resnet] [--images 1200] [--size 128] [--epochs 20]
+    python checks/timm_shapes.py [--model test_resnet] [--images 1200] [--size 128] [--epochs 20]
 
 Measured on 2 CPU cores (test_resnet, 960 train / 240 val at 128 px, batch 16, lr 3e-3,
 20 epochs, 146 s): top1 0.52 at epoch 1, first >= 0.9 at epoch 15 (0.94), 0.97 at epoch 20.
 At 64 px the shapes are too few pixels and this small network memorizes the noise
 instead (top1 about 0.6); at 96 px it just reaches 0.9 in 15 epochs.
 
-This module also holds the helpers bench/hf_detection.py uses.
+This module also holds the helpers checks/hf_detection.py uses.
 """
 
 from __future__ import annotations
