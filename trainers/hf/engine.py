@@ -13,7 +13,6 @@ import io
 import math
 import os
 import random
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,8 @@ from trainers.runtime.adapter import (
     JobContext,
     Prediction,
 )
+from trainers.runtime.torch_helpers import autocast_for, resolve_device, seed_everything
+from trainers.runtime.torch_helpers import extra_value as _extra
 
 CHECKPOINT_FORMAT = "visionmesh.hf/1"
 LOSS_NAMES = {
@@ -43,48 +44,6 @@ LOSS_NAMES = {
 }
 
 transformers.logging.set_verbosity_error()
-
-
-def _extra(extra: Mapping[str, str], key: str, default: Any, kind: type) -> Any:
-    raw = extra.get(key, "")
-    if raw is None or str(raw).strip() == "":
-        return default
-    raw = str(raw).strip()
-    try:
-        if kind is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"extra[{key!r}] = {raw!r} is not a valid {kind.__name__}") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    name = (name or "").strip()
-    if not name:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def autocast_for(device: torch.device, enabled: bool):
-    """(autocast context factory, GradScaler or None): mixed precision only on CUDA."""
-    if device.type != "cuda" or not enabled:
-        return (lambda: torch.autocast(device.type, enabled=False)), None
-    if torch.cuda.is_bf16_supported():
-        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
-    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
