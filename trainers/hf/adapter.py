@@ -135,6 +135,7 @@ def set_offline_env() -> None:
 
 class HFAdapter(FrameworkAdapter):
     framework = "hf"
+    package = "transformers"
 
     def models(self) -> list[ModelSpec]:
         return [
@@ -245,14 +246,6 @@ class HFAdapter(FrameworkAdapter):
 
     def best_metric(self, task_type: str) -> str:
         return BEST_METRIC.get(task_type, "val/loss")
-
-    def framework_version(self) -> str:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version("transformers")
-        except PackageNotFoundError:
-            return ""
 
     def train(self, job: JobContext) -> None:
         set_offline_env()

@@ -172,6 +172,8 @@ class FrameworkAdapter(abc.ABC):
 
     #: "ultralytics", "timm" or "hf"
     framework: str = ""
+    #: distribution whose version GetCapabilities reports, when not named like ``framework``
+    package: str = ""
 
     @abc.abstractmethod
     def models(self) -> list[ModelSpec]:
@@ -212,7 +214,7 @@ class FrameworkAdapter(abc.ABC):
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            return version(self.framework)
+            return version(self.package or self.framework)
         except PackageNotFoundError:
             return ""
 

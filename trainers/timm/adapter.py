@@ -202,14 +202,6 @@ class TimmAdapter(FrameworkAdapter):
         """The metric (higher is better) that picks best.pt and drives patience."""
         return "val/top1"
 
-    def framework_version(self) -> str:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version("timm")
-        except PackageNotFoundError:
-            return ""
-
     def train(self, job: JobContext) -> None:
         set_offline_env()
         from trainers.timm import engine
