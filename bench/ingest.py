@@ -4,7 +4,8 @@
 2. Peer: copies every file into a fresh local object store with ``put_blob_from_file``
    (hash, content-addressed, atomic write: the least work that stores the folder).
 3. visionmesh: uploads the same folder through ``UploadImages`` to dataset_svc running in
-   a child process (SQLite catalog, local store), over one client stream.
+   a child process (SQLite catalog, local store), over one client stream made by the SDK's
+   ``visionmesh.uploads.upload_requests`` (small files packed about 1 MiB per message).
    Steps 2-3 run ``--rounds`` times on fresh images (no dedup across rounds); the median
    (and best) of each is reported. Goal: upload/copy <= 1.25 (throughput >= 0.8x).
 4. Snapshot of a 100,000-image dataset (catalog rows bulk-inserted directly, each image
@@ -39,9 +40,9 @@ from PIL import Image  # noqa: E402
 
 from visionmesh.auth import with_token  # noqa: E402
 from visionmesh.store import LocalStore  # noqa: E402
+from visionmesh.uploads import upload_requests  # noqa: E402
 from visionmesh.v1 import auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc  # noqa: E402
 
-CHUNK = 256 * 1024
 SNAPSHOT_IMAGES = 100_000
 
 
@@ -91,25 +92,9 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("dataset_svc did not start:\n" + (home / "server.log").read_text()[-2000:])
 
 
-def requests(parent: str, files: list[tuple[str, Path]]):
-    yield dataset_pb2.UploadImagesRequest(header=dataset_pb2.UploadImagesHeader(parent=parent))
-    for rel, path in files:
-        with open(path, "rb") as f:
-            first = True
-            while True:
-                data = f.read(CHUNK)
-                if not data and not first:
-                    break
-                yield dataset_pb2.UploadImagesRequest(
-                    chunk=dataset_pb2.FileChunk(path=rel if first else "", data=data)
-                )
-                first = False
-                if len(data) < CHUNK:
-                    break
-
-
 def copy_folder(files: list[tuple[str, Path]], store_root: Path) -> float:
     store = LocalStore(store_root)
+    os.sync()  # neither side pays for the other's writeback
     start = time.perf_counter()
     for _, path in files:
         store.put_blob_from_file(path)
@@ -117,8 +102,9 @@ def copy_folder(files: list[tuple[str, Path]], store_root: Path) -> float:
 
 
 def upload_folder(stub, parent: str, files: list[tuple[str, Path]]) -> float:
+    os.sync()
     start = time.perf_counter()
-    reply = stub.UploadImages(requests(parent, files), timeout=600)
+    reply = stub.UploadImages(upload_requests(parent, files), timeout=600)
     elapsed = time.perf_counter() - start
     assert len(reply.images) == len(files), (len(reply.images), reply.skipped[:3])
     return elapsed

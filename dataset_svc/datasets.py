@@ -15,8 +15,8 @@ from dataset_svc.catalog.models import (
     Category,
     Dataset,
     Image,
+    RetainedBlob,
     Snapshot,
-    SnapshotBlob,
     User,
     utcnow,
 )
@@ -146,8 +146,7 @@ def delete_dataset(session: Session, dataset_id: str) -> list[str]:
     snapshot_ids = list(
         session.scalars(select(Snapshot.id).where(Snapshot.dataset_id == dataset_id))
     )
-    if snapshot_ids:
-        session.execute(delete(SnapshotBlob).where(SnapshotBlob.snapshot_id.in_(snapshot_ids)))
+    session.execute(delete(RetainedBlob).where(RetainedBlob.dataset_id == dataset_id))
     session.execute(delete(Snapshot).where(Snapshot.dataset_id == dataset_id))
     session.execute(delete(Annotation).where(Annotation.dataset_id == dataset_id))
     session.execute(delete(Category).where(Category.dataset_id == dataset_id))

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Select, Text, cast, select
+from sqlalchemy import Connection, Select, Text, cast, distinct, func, select
 from sqlalchemy.orm import Session
 
 from dataset_svc.catalog.models import Annotation, Category, Image
@@ -68,10 +67,6 @@ def _fetch_all(connection: Connection, query: Select[Any]) -> list[tuple[Any, ..
 def _keypoints(text: str) -> str:
     visible = sum(1 for v in json.loads(text)[2::3] if v)
     return f',"keypoints":{text},"num_keypoints":{visible}'
-
-
-def _number(value: float) -> str:
-    return repr(float(value)) if math.isfinite(value) else "0.0"
 
 
 def head_json(session: Session, dataset_id: str, info: dict[str, Any]) -> HeadJson:
@@ -117,19 +112,28 @@ def head_json(session: Session, dataset_id: str, info: dict[str, Any]) -> HeadJs
         .where(Annotation.dataset_id == dataset_id)
         .order_by(Annotation.id),
     )
+    isfinite = math.isfinite
     annotation_parts = [
         f'{{"id":{a},"image_id":{i},"category_id":{c}'
         + (f',"bbox":{bbox}' if bbox is not None else "")
         + (f',"segmentation":{seg}' if seg is not None else "")
         + (_keypoints(kp) if kp is not None else "")
-        + f',"area":{_number(area)},"iscrowd":{crowd}}}'
+        + f',"area":{repr(area) if isfinite(area) else "0.0"},"iscrowd":{crowd}}}'
         for a, i, c, bbox, seg, kp, area, crowd in annotations
     ]
-    split_of = {row[0]: row[4] for row in images}
     # Per (category, split): annotations, and distinct images holding the category.
-    triples = [(row[2], split_of.get(row[1], ""), row[1]) for row in annotations]
-    annotation_counts = Counter(t[:2] for t in triples)
-    image_counts = Counter(t[:2] for t in set(triples))
+    per_class = session.execute(
+        select(
+            Annotation.category_id,
+            Image.split,
+            func.count(Annotation.id),
+            func.count(distinct(Annotation.image_id)),
+        )
+        .join(Image, Image.id == Annotation.image_id)
+        .where(Annotation.dataset_id == dataset_id)
+        .group_by(Annotation.category_id, Image.split)
+        .order_by(Annotation.category_id, Image.split)
+    ).all()
     head = (
         '{"info":'
         + _dumps(info, ensure_ascii=False, separators=(",", ":"))
@@ -146,10 +150,10 @@ def head_json(session: Session, dataset_id: str, info: dict[str, Any]) -> HeadJs
             "category_id": cid,
             "category_name": names.get(cid, ""),
             "split": split,
-            "image_count": image_counts[(cid, split)],
+            "image_count": n_images,
             "annotation_count": n,
         }
-        for (cid, split), n in sorted(annotation_counts.items())
+        for cid, split, n, n_images in per_class
     ]
     return HeadJson(data, len(image_parts), len(annotation_parts), categories, class_counts)
 

@@ -3,7 +3,8 @@
 ``python -m dataset_svc.gc`` runs one pass against the configured catalog and store; the
 server also runs one every ``VISIONMESH_GC_INTERVAL_SECONDS``.
 
-A blob is garbage when no head image and no snapshot references it. Candidates are
+A blob is garbage when no head image names it and no dataset retains it for its
+snapshots (see :mod:`dataset_svc.retention`). Candidates are
 processed in batches; each batch holds the blob guard (see
 :func:`dataset_svc.catalog.db.lock_blob_references`), re-checks the references inside that
 transaction, deletes the objects and stamps ``last_gc_time``. An upload that began before
@@ -28,14 +29,16 @@ from dataset_svc.catalog.models import (
     BlobGuard,
     Dataset,
     Image,
+    RetainedBlob,
     Snapshot,
-    SnapshotBlob,
     utcnow,
 )
 from visionmesh.store import BLOB_PREFIX, KeyNotFound, ObjectStore, open_store, sha256_from_blob_key
 
 log = logging.getLogger("dataset_svc.gc")
 BATCH = 1000
+# Staged blobs of an upload whose server died; a live batch touches its folder per file.
+STALE_STAGING_SECONDS = 3600
 _SNAPSHOT_KEY = re.compile(r"^datasets/([^/]+)/snapshots/([^/]+)/")
 _DATASET_KEY = re.compile(r"^(?:datasets|exports)/([^/]+)/")
 
@@ -45,6 +48,7 @@ class GcReport:
     blobs_seen: int = 0
     blobs_deleted: int = 0
     objects_deleted: int = 0
+    staging_removed: int = 0
 
 
 def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
@@ -71,8 +75,14 @@ def _delete(store: ObjectStore, key: str) -> bool:
         return False
 
 
-def collect(catalog: Catalog, store: ObjectStore, batch_size: int = BATCH) -> GcReport:
+def collect(
+    catalog: Catalog,
+    store: ObjectStore,
+    batch_size: int = BATCH,
+    stale_staging_seconds: float = STALE_STAGING_SECONDS,
+) -> GcReport:
     report = GcReport()
+    report.staging_removed = store.remove_stale_staging(stale_staging_seconds)
     digests = (d for d in map(sha256_from_blob_key, store.list(BLOB_PREFIX)) if d)
     for batch in _batches(digests, batch_size):
         report.blobs_seen += len(batch)
@@ -80,7 +90,7 @@ def collect(catalog: Catalog, store: ObjectStore, batch_size: int = BATCH) -> Gc
             _stamp(session)
             used = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(batch))))
             used.update(
-                session.scalars(select(SnapshotBlob.sha256).where(SnapshotBlob.sha256.in_(batch)))
+                session.scalars(select(RetainedBlob.sha256).where(RetainedBlob.sha256.in_(batch)))
             )
             garbage = [d for d in batch if d not in used]
             for digest in garbage:
@@ -94,10 +104,11 @@ def collect(catalog: Catalog, store: ObjectStore, batch_size: int = BATCH) -> Gc
                 _stamp(session)
                 report.objects_deleted += _orphans(session, store, batch)
     log.info(
-        "gc: %d blobs seen, %d deleted; %d orphan objects deleted",
+        "gc: %d blobs seen, %d deleted; %d orphan objects deleted; %d stale staging removed",
         report.blobs_seen,
         report.blobs_deleted,
         report.objects_deleted,
+        report.staging_removed,
     )
     return report
 
@@ -126,16 +137,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dataset_svc.gc", description="remove blobs nothing references"
     )
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--stale-staging-seconds",
+        type=float,
+        default=STALE_STAGING_SECONDS,
+        help="remove upload staging untouched this long (default %(default)s; a live upload "
+        "touches its staging with every file)",
+    )
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = config.load()
     catalog = open_catalog(settings.database_url)
     with open_store(settings.store_url) as store:
-        report = collect(catalog, store)
+        report = collect(catalog, store, stale_staging_seconds=args.stale_staging_seconds)
     catalog.close()
     print(
         f"gc: {report.blobs_seen} blobs seen, {report.blobs_deleted} deleted, "
-        f"{report.objects_deleted} orphan objects deleted"
+        f"{report.objects_deleted} orphan objects deleted, "
+        f"{report.staging_removed} stale staging folders removed"
     )
     return 0
 

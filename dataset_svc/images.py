@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Select, delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from dataset_svc import convert, filters, names, pagination
+from dataset_svc import convert, filters, names, pagination, retention
 from dataset_svc.catalog.models import Annotation, Image
 from dataset_svc.errors import invalid_argument, invalid_fields, not_found
 from visionmesh.store import LocalStore, ObjectStore, blob_key
@@ -125,8 +125,10 @@ def resolve(session: Session, dataset_id: str, refs: list[str]) -> list[int]:
     return sorted(ids)
 
 
-def delete_images(session: Session, image_ids: list[int]) -> tuple[int, int]:
-    """Delete head rows only; blobs stay (snapshots may reference them; GC decides)."""
+def delete_images(session: Session, dataset_id: str, image_ids: list[int]) -> tuple[int, int]:
+    """Delete head rows only; blobs a snapshot may reference are retained first (GC decides
+    about the rest)."""
+    retention.retain_departing(session, dataset_id, image_ids)
     deleted_annotations = 0
     for batch in _in_batches(image_ids):
         deleted_annotations += session.execute(

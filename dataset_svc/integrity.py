@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dataset_svc import names, snapshots
-from dataset_svc.catalog.models import Blob, Image, Snapshot, SnapshotBlob
+from dataset_svc.catalog.models import Blob, Image, RetainedBlob, Snapshot
 from dataset_svc.errors import ServiceError
 from visionmesh.store import KeyNotFound, ObjectStore, blob_key
 from visionmesh.v1 import dataset_pb2
@@ -46,56 +46,48 @@ def check(
     ):
         paths[sha256].append(path)
         sizes[sha256] = size
-    affected: dict[str, list[str]] = defaultdict(list)
-    for sha256, snapshot_id, size in session.execute(
-        select(SnapshotBlob.sha256, SnapshotBlob.snapshot_id, Blob.size_bytes)
-        .join(Snapshot, Snapshot.id == SnapshotBlob.snapshot_id)
-        .outerjoin(Blob, Blob.sha256 == SnapshotBlob.sha256)
-        .where(Snapshot.dataset_id == dataset_id)
+    # Blobs that left the head but that snapshots may still use (dataset_svc.retention).
+    for sha256, size in session.execute(
+        select(RetainedBlob.sha256, Blob.size_bytes)
+        .outerjoin(Blob, Blob.sha256 == RetainedBlob.sha256)
+        .where(RetainedBlob.dataset_id == dataset_id)
     ):
-        affected[sha256].append(names.snapshot_name(dataset_id, snapshot_id))
         sizes.setdefault(sha256, size)
     digests = sorted(sizes)
     with ThreadPoolExecutor(WORKERS) as pool:
         verdicts = list(pool.map(lambda d: _check_blob(store, d, sizes[d], verify_hashes), digests))
     response = dataset_pb2.CheckIntegrityResponse(checked_blob_count=len(digests))
     bad = {d: v for d, v in zip(digests, verdicts, strict=True) if v}
-    snapshot_paths = _paths_in_snapshots(session, store, dataset_id, bad, paths)
+    in_snapshots = _uses_in_snapshots(session, store, dataset_id, set(bad))
     for digest, kind in bad.items():
+        snapshot_paths, affected = in_snapshots.get(digest, (set(), set()))
         response.problems.add(
             sha256=digest,
             kind=kind,
-            paths=sorted(set(paths.get(digest, [])) | snapshot_paths.get(digest, set())),
-            affected_snapshots=sorted(affected.get(digest, [])),
+            paths=sorted(set(paths.get(digest, [])) | snapshot_paths),
+            affected_snapshots=sorted(affected),
         )
     response.ok = not bad
     return response
 
 
-def _paths_in_snapshots(
-    session: Session,
-    store: ObjectStore,
-    dataset_id: str,
-    bad: dict[str, str],
-    head_paths: dict[str, list[str]],
-) -> dict[str, set[str]]:
-    """Paths of bad blobs that are no longer in the head, read from the snapshots' manifests."""
-    wanted = {d for d in bad if d not in head_paths}
-    found: dict[str, set[str]] = defaultdict(set)
+def _uses_in_snapshots(
+    session: Session, store: ObjectStore, dataset_id: str, wanted: set[str]
+) -> dict[str, tuple[set[str], set[str]]]:
+    """For each wanted blob: the paths it has and the snapshots that use it, from the
+    manifests (read only when some blob is bad)."""
+    found: dict[str, tuple[set[str], set[str]]] = {}
     if not wanted:
         return found
-    rows = session.scalars(
-        select(Snapshot)
-        .join(SnapshotBlob, SnapshotBlob.snapshot_id == Snapshot.id)
-        .where(Snapshot.dataset_id == dataset_id, SnapshotBlob.sha256.in_(wanted))
-        .distinct()
-    )
-    for row in rows:
+    for row in session.scalars(select(Snapshot).where(Snapshot.dataset_id == dataset_id)):
         try:
             manifest = snapshots.read_manifest(store, row)
         except ServiceError:
             continue
+        name = names.snapshot_name(dataset_id, row.id)
         for image in manifest["images"]:
             if image.get("sha256") in wanted:
-                found[image["sha256"]].add(image["file_name"])
+                paths, affected = found.setdefault(image["sha256"], (set(), set()))
+                paths.add(image["file_name"])
+                affected.add(name)
     return found

@@ -40,6 +40,7 @@ class ServiceSettings:
     max_image_pixels: int
     max_upload_bytes: int
     max_upload_files: int
+    upload_spool_bytes: int  # an uploaded file bigger than this waits in a temp file
     token_ttl_seconds: int
     gc_interval_seconds: int
 
@@ -59,6 +60,7 @@ def load() -> ServiceSettings:
         max_image_pixels=_int("VISIONMESH_MAX_IMAGE_PIXELS", 100_000_000),
         max_upload_bytes=_int("VISIONMESH_MAX_UPLOAD_BYTES", 20 * 1024**3),
         max_upload_files=_int("VISIONMESH_MAX_UPLOAD_FILES", 200_000),
+        upload_spool_bytes=_int("VISIONMESH_UPLOAD_SPOOL_BYTES", 8 * 1024 * 1024),
         token_ttl_seconds=_int("VISIONMESH_TOKEN_TTL_SECONDS", 12 * 3600),
         gc_interval_seconds=_int("VISIONMESH_GC_INTERVAL_SECONDS", 3600),
     )

@@ -17,8 +17,8 @@ Manifest (a fixed point: the trainers read it directly from the store) at
   class label.
 
 Creating one costs O(images + annotations) catalog reads and one object write; image bytes
-are never copied: ``snapshot_blobs`` rows (one INSERT ... SELECT) keep the blobs alive
-after the images leave the head.
+are never copied and no row per image is written: the head's rows keep its blobs alive,
+and an image that leaves the head later has its blob retained then (:mod:`dataset_svc.retention`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import re
 from typing import Any
 
 import grpc
-from sqlalchemy import func, insert, literal, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dataset_svc import documents, names
+from dataset_svc import documents, names, retention
 from dataset_svc.catalog.db import lock_blob_references
-from dataset_svc.catalog.models import Dataset, Image, Snapshot, SnapshotBlob, User, utcnow
+from dataset_svc.catalog.models import Dataset, Snapshot, User, utcnow
 from dataset_svc.errors import ServiceError, already_exists, invalid_fields, not_found
 from visionmesh.store import KeyNotFound, ObjectStore
 from visionmesh.v1 import dataset_pb2
@@ -89,7 +89,7 @@ def create(
                 f"({names.snapshot_name(dataset.id, taken)}): choose another version_name",
                 "snapshot.version_name",
             )
-    # Taken first: the garbage collector cannot drop a blob the snapshot is about to pin.
+    # Taken first: no image leaves the head (unretained) while the snapshot reads it.
     lock_blob_references(session)
     snapshot_id = names.new_id()
     now = utcnow()
@@ -124,17 +124,10 @@ def create(
         class_counts=head.class_counts,
         manifest_key=key,
         manifest_sha256=hashlib.sha256(head.data).hexdigest(),
+        image_watermark=retention.watermark(session),
     )
     session.add(row)
     session.flush()
-    session.execute(
-        insert(SnapshotBlob).from_select(
-            ["snapshot_id", "sha256"],
-            select(literal(snapshot_id), Image.sha256)
-            .where(Image.dataset_id == dataset.id)
-            .distinct(),
-        )
-    )
     return row
 
 

@@ -1,37 +1,42 @@
 """UploadImages: receive a client stream of files, store blobs, commit rows at the end.
 
 The stream is one header, then chunks; a chunk with a ``path`` starts a new file. Each
-file is streamed to a temp file while hashed (never held whole in memory), its header
-decoded once with Pillow for width/height (no pixel decoding; more pixels than the limit
-is a decompression bomb and is skipped), and stored as a content-addressed blob
-(deduplicated by sha256). Files that are not images, too big or bombs are reported in
-``skipped`` with the reason; the rest are committed in ONE transaction after the whole
-stream arrived. A cancelled or broken stream (client gone, server killed) commits
-nothing: the blobs it wrote are unreferenced garbage for :mod:`dataset_svc.gc`, and no
-row ever references a blob that is not stored (see :func:`commit`).
+file is hashed while it arrives and kept in memory up to ``upload_spool_bytes`` (beyond
+that it spills to a temp file, so a big file is never held whole), its header decoded once with
+Pillow for width/height (no pixel decoding; more pixels than the limit is a
+decompression bomb and is skipped), and added to the store's blob batch (deduplicated by
+sha256) by a small thread pool while the stream goes on. Files that are not images, too
+big or bombs are reported in ``skipped`` with the reason. Once the whole stream arrived,
+the batch is published (every blob durable, then visible) and the rows are committed in
+ONE transaction. A cancelled or broken stream (client gone, server killed) commits
+nothing: its batch is discarded (a killed server's staging is removed by
+:mod:`dataset_svc.gc`), and no row ever references a blob that is not stored (see
+:func:`commit`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import tempfile
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataset_svc import paths
+from dataset_svc import paths, retention
 from dataset_svc.catalog.db import lock_blob_references
 from dataset_svc.catalog.models import Blob, BlobGuard, Image, utcnow
 from dataset_svc.errors import (
@@ -46,9 +51,13 @@ from visionmesh.store import ObjectStore
 from visionmesh.v1 import dataset_pb2
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO"}
-# Blob writes (hash, write, fsync) overlap with receiving the next files.
+# Blob writes that wait on the network (S3) overlap with receiving the next files; a
+# local batch's writes are quick and done inline (threads would only fight over the GIL).
 STORE_WORKERS = 8
 MAX_PENDING_FILES = 64
+# Files up to settings.upload_spool_bytes stay in memory (a temp file per small image
+# costs more than the rest of its ingest); in-memory files waiting for the pool are capped.
+MAX_PENDING_BYTES = 128 * 1024 * 1024
 OnConflict = dataset_pb2.UploadImagesHeader.OnConflict
 
 
@@ -87,12 +96,12 @@ def read_header(first: dataset_pb2.UploadImagesRequest) -> dataset_pb2.UploadIma
     return header
 
 
-def _probe_image(path: Path, max_pixels: int) -> tuple[int, int, str] | str:
+def _probe_image(source: Path | BinaryIO, max_pixels: int) -> tuple[int, int, str] | str:
     """(width, height, content type) from the image header, or the reason it is refused."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(path) as img:
+            with PILImage.open(source) as img:
                 width, height = img.size
                 fmt = img.format or ""
                 mime = img.get_format_mimetype() or PILImage.MIME.get(fmt, "")
@@ -113,7 +122,8 @@ class Receiver:
     """Consumes the chunks of one UploadImages stream (after its header).
 
     Each complete image is handed to a small thread pool that stores its blob while the
-    stream goes on; at most ``MAX_PENDING_FILES`` temp files wait at any time.
+    stream goes on; at most ``MAX_PENDING_FILES`` files (and ``MAX_PENDING_BYTES`` of
+    in-memory ones) wait at any time.
     """
 
     def __init__(self, settings: ServiceSettings, store: ObjectStore, path_prefix: str) -> None:
@@ -123,34 +133,61 @@ class Receiver:
         self.result = Received()
         self._seen_paths: set[str] = set()
         self._seen_blobs: set[str] = set()
-        self._pending: deque[Future[bool]] = deque()
+        self._pending: deque[tuple[Future[bool], int]] = deque()
+        self._pending_bytes = 0
         self._pool = ThreadPoolExecutor(STORE_WORKERS, thread_name_prefix="upload-store")
-        settings.upload_tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=settings.upload_tmp_dir))
+        self._blobs = store.blob_batch()
+        self._tmp_root = settings.upload_tmp_dir
+        self._tmp_dir: Path | None = None  # made when the first big file spills
+
+    def publish(self) -> None:
+        """Make every blob of the stream durable and visible (before rows reference them)."""
+        self._blobs.publish()
 
     def close(self) -> None:
+        """Stop the pool and drop whatever was not published (a failed or cancelled stream)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self._blobs.discard()
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
-    def _store_blob(self, tmp_path: Path, digest: str) -> bool:
+    def tmp_dir(self) -> Path:
+        if self._tmp_dir is None:
+            self._tmp_root.mkdir(parents=True, exist_ok=True)
+            self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self._tmp_root))
+        return self._tmp_dir
+
+    def _store_blob(self, f: _IncomingFile, digest: str) -> bool:
         """Store one blob (in a pool thread); True when it was already stored."""
         try:
-            if self.store.has_blob(digest):
-                return True
-            if self.store.put_blob_from_file(tmp_path) != digest:  # never expected
-                raise aborted(f"{tmp_path.name}: bytes changed while storing; retry the upload")
-            return False
+            if f.tmp_path is None:
+                stored, existed = self._blobs.add_bytes(f.data())
+            else:
+                stored, existed = self._blobs.add_file(f.tmp_path)
+            if stored != digest:  # never expected
+                raise aborted(f"{f.path}: bytes changed while storing; retry the upload")
+            return existed
         finally:
-            with contextlib.suppress(OSError):
-                tmp_path.unlink()
+            f.discard()
 
-    def _collect(self, future: Future[bool]) -> None:
+    def _submit(self, f: _IncomingFile, digest: str) -> None:
+        in_memory = 0 if f.tmp_path is not None else f.size
+        self._pending.append((self._pool.submit(self._store_blob, f, digest), in_memory))
+        self._pending_bytes += in_memory
+        while len(self._pending) > MAX_PENDING_FILES or (
+            self._pending_bytes > MAX_PENDING_BYTES and len(self._pending) > 1
+        ):
+            self._collect_oldest()
+
+    def _collect_oldest(self) -> None:
+        future, in_memory = self._pending.popleft()
+        self._pending_bytes -= in_memory
         if future.result():
             self.result.deduplicated += 1
 
     def _drain(self) -> None:
         while self._pending:
-            self._collect(self._pending.popleft())
+            self._collect_oldest()
 
     def _full_path(self, raw: str) -> str:
         try:
@@ -160,14 +197,9 @@ class Receiver:
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def consume(self, requests: Iterator[dataset_pb2.UploadImagesRequest]) -> Received:
-        current: _OpenFile | None = None
+        current: _IncomingFile | None = None
         try:
-            for request in requests:
-                if request.WhichOneof("payload") != "chunk":
-                    raise invalid_argument(
-                        "only the first UploadImages message may be a header", "header"
-                    )
-                chunk = request.chunk
+            for chunk in _chunks(requests):
                 if chunk.path:
                     if current is not None:
                         self._finish(current)
@@ -177,13 +209,14 @@ class Receiver:
                         "the first chunk of each file must carry its relative path",
                         "chunk.path",
                     )
-                self.result.received_bytes += len(chunk.data)
+                data = chunk.data
+                self.result.received_bytes += len(data)
                 if self.result.received_bytes > self.settings.max_upload_bytes:
                     raise resource_exhausted(
                         f"upload larger than {self.settings.max_upload_bytes} bytes: "
                         "split it into several UploadImages calls"
                     )
-                current.write(chunk.data, self.settings.max_image_bytes)
+                current.write(data, self.settings.max_image_bytes)
             if current is not None:
                 self._finish(current)
                 current = None
@@ -193,19 +226,19 @@ class Receiver:
                 current.discard()
         return self.result
 
-    def _start(self, raw_path: str) -> _OpenFile:
+    def _start(self, raw_path: str) -> _IncomingFile:
         if len(self._seen_paths) >= self.settings.max_upload_files:
             raise resource_exhausted(
                 f"more than {self.settings.max_upload_files} files in one upload: "
                 "split it into several UploadImages calls"
             )
         path = self._full_path(raw_path)
-        return _OpenFile(path, self.tmp_dir)
+        return _IncomingFile(path, self.settings.upload_spool_bytes, self.tmp_dir)
 
     def _skip(self, path: str, reason: str) -> None:
         self.result.skipped.append(dataset_pb2.RejectedFile(path=path, reason=reason))
 
-    def _finish(self, f: _OpenFile) -> None:
+    def _finish(self, f: _IncomingFile) -> None:
         try:
             f.close()
             if f.path in self._seen_paths:
@@ -221,7 +254,8 @@ class Receiver:
             if f.size == 0:
                 self._skip(f.path, "empty file")
                 return
-            probe = _probe_image(f.tmp_path, self.settings.max_image_pixels)
+            with f.open() as source:
+                probe = _probe_image(source, self.settings.max_image_pixels)
             if isinstance(probe, str):
                 self._skip(f.path, probe)
                 return
@@ -234,42 +268,82 @@ class Receiver:
                 self.result.deduplicated += 1
                 return
             self._seen_blobs.add(digest)
-            self._pending.append(self._pool.submit(self._store_blob, f.tmp_path, digest))
-            f.handed_off = True
-            while len(self._pending) > MAX_PENDING_FILES:
-                self._collect(self._pending.popleft())
+            f.handed_off = True  # _store_blob discards it
+            if self._blobs.parallel_adds:
+                self._submit(f, digest)
+            elif self._store_blob(f, digest):
+                self.result.deduplicated += 1
         finally:
             if not f.handed_off:
                 f.discard()
 
 
-class _OpenFile:
-    def __init__(self, path: str, tmp_dir: Path) -> None:
+def _chunks(requests: Iterator[dataset_pb2.UploadImagesRequest]) -> Iterator[dataset_pb2.FileChunk]:
+    """The file chunks of a stream (after its header), single or packed, in order."""
+    for request in requests:
+        kind = request.WhichOneof("payload")
+        if kind == "chunk":
+            yield request.chunk
+        elif kind == "chunks":
+            yield from request.chunks.chunks
+        else:
+            raise invalid_argument("only the first UploadImages message may be a header", "header")
+
+
+class _IncomingFile:
+    """One file of the stream, hashed as it arrives: chunks in memory until the file
+    passes ``spool_bytes``, then a temp file (made by ``tmp_dir()`` only then)."""
+
+    def __init__(self, path: str, spool_bytes: int, tmp_dir: Callable[[], Path]) -> None:
         self.path = path
-        fd, name = tempfile.mkstemp(dir=tmp_dir)
-        self.tmp_path = Path(name)
-        self._out = os.fdopen(fd, "wb")
+        self._spool_bytes = spool_bytes
+        self._tmp_dir = tmp_dir
+        self._chunks: list[bytes] = []
+        self._out: BinaryIO | None = None
+        self.tmp_path: Path | None = None
         self.digest = hashlib.sha256()
         self.size = 0
         self.too_big = False
-        self.handed_off = False  # the temp file now belongs to a store worker
+        self.handed_off = False  # now belongs to a store worker
 
     def write(self, data: bytes, limit: int) -> None:
         self.size += len(data)
         if self.too_big or self.size > limit:
             self.too_big = True  # keep draining the stream, store nothing
+            self._chunks.clear()
             return
         self.digest.update(data)
-        self._out.write(data)
+        if self._out is None and self.size > self._spool_bytes:
+            fd, name = tempfile.mkstemp(dir=self._tmp_dir())
+            self.tmp_path = Path(name)
+            self._out = os.fdopen(fd, "wb")
+            self._out.writelines(self._chunks)
+            self._chunks.clear()
+        if self._out is not None:
+            self._out.write(data)
+        else:
+            self._chunks.append(data)
 
     def close(self) -> None:
-        if not self._out.closed:
+        if self._out is not None and not self._out.closed:
             self._out.close()
+
+    def data(self) -> bytes:
+        """The whole file, when it stayed in memory."""
+        if len(self._chunks) != 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0]
+
+    def open(self) -> BinaryIO:
+        """A reader over the file, wherever it is."""
+        return io.BytesIO(self.data()) if self.tmp_path is None else open(self.tmp_path, "rb")
 
     def discard(self) -> None:
         self.close()
-        with contextlib.suppress(OSError):
-            self.tmp_path.unlink()
+        self._chunks.clear()
+        if self.tmp_path is not None:
+            with contextlib.suppress(OSError):
+                self.tmp_path.unlink()
 
 
 def commit(
@@ -315,6 +389,9 @@ def commit(
             "header.on_conflict",
         )
     _add_blob_rows(session, received.files)
+    if on_conflict != OnConflict.ON_CONFLICT_SKIP:
+        replaced = [row.id for path, row in existing.items() if row.sha256 != by_path[path].sha256]
+        retention.retain_departing(session, dataset_id, replaced)
     now = utcnow()
     changed: list[Image] = []
     for f in received.files:
@@ -391,8 +468,9 @@ def run(
     receiver = Receiver(settings, store, path_prefix)
     try:
         received = receiver.consume(requests)
+        if not context.is_active():
+            raise ServiceError(grpc.StatusCode.CANCELLED, "the client cancelled the upload")
+        receiver.publish()
     finally:
         receiver.close()
-    if not context.is_active():
-        raise ServiceError(grpc.StatusCode.CANCELLED, "the client cancelled the upload")
     return received

@@ -38,6 +38,7 @@ from tests._moto import MotoServer
 from tests._servers import ROOT, ServerProcess, start_server
 from visionmesh.auth import with_token
 from visionmesh.store import ObjectStore, open_store
+from visionmesh.uploads import folder_files, upload_requests
 from visionmesh.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -52,7 +53,6 @@ PG_URL = os.environ.get("VISIONMESH_TEST_DATABASE_URL", "").strip()
 BACKENDS = [DEFAULT_BACKEND, "sqlite+s3"] + (["postgres+local"] if PG_URL else [])
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PASSWORD = "correct horse battery"
-CHUNK = 256 * 1024
 _counter = itertools.count(1)
 
 
@@ -72,45 +72,6 @@ def image_bytes(
     out = io.BytesIO()
     Image.new("RGB", (width, height), color).save(out, fmt)
     return out.getvalue()
-
-
-# -- upload streams ----------------------------------------------------------------------------
-
-
-def upload_requests(
-    parent: str,
-    files: Iterable[tuple[str, bytes | Path]],
-    *,
-    on_conflict: int = 0,
-    path_prefix: str = "",
-    chunk_size: int = CHUNK,
-) -> Iterator[dataset_pb2.UploadImagesRequest]:
-    """An UploadImages stream: the header, then each file in chunks (path on the first)."""
-    yield dataset_pb2.UploadImagesRequest(
-        header=dataset_pb2.UploadImagesHeader(
-            parent=parent, on_conflict=on_conflict, path_prefix=path_prefix
-        )
-    )
-    for path, content in files:
-        data = content.read_bytes() if isinstance(content, Path) else content
-        first = True
-        for start in range(0, max(len(data), 1), chunk_size):
-            yield dataset_pb2.UploadImagesRequest(
-                chunk=dataset_pb2.FileChunk(
-                    path=path if first else "", data=data[start : start + chunk_size]
-                )
-            )
-            first = False
-
-
-def folder_files(folder: Path, *, images_only: bool = False) -> list[tuple[str, Path]]:
-    """(relative POSIX path, file) for every file under ``folder``, sorted."""
-    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-    return [
-        (p.relative_to(folder).as_posix(), p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and (not images_only or p.suffix.lower() in suffixes)
-    ]
 
 
 # -- clients -----------------------------------------------------------------------------------

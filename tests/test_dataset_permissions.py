@@ -11,7 +11,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tests._dataset import BACKENDS, dataset_server_fixture, image_bytes, upload_requests
+from tests._dataset import BACKENDS, dataset_server_fixture, image_bytes
+from visionmesh.uploads import upload_requests
 from visionmesh.v1 import common_pb2, compatibility_pb2, dataset_pb2
 
 server = dataset_server_fixture(BACKENDS)

@@ -9,7 +9,8 @@ import zipfile
 
 import pytest
 
-from tests._dataset import BACKENDS, dataset_server_fixture, folder_files, shared_data
+from tests._dataset import BACKENDS, dataset_server_fixture, shared_data
+from visionmesh.uploads import folder_files
 from visionmesh.v1 import common_pb2, dataset_pb2
 
 server = dataset_server_fixture(BACKENDS)

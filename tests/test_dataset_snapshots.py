@@ -238,6 +238,8 @@ def test_deleted_images_stay_in_snapshots_and_exports(server, history):
     assert sha(data) == export.sha256 and len(data) == export.size_bytes
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.read("images/train/a.png") == FILES["images/train/a.png"]
+        # b.png got other bytes after v1: v1 keeps the old ones.
+        assert zf.read("images/train/b.png") == FILES["images/train/b.png"]
         assert {"annotations.json", "meta.json"} <= set(zf.namelist())
     head = alice.datasets.ExportDataset(D.ExportDatasetRequest(name=ds.name, annotations_only=True))
     assert head.export_key.endswith("/head.dice-labels.zip") and head.image_count == 4
@@ -276,6 +278,28 @@ def test_check_integrity_finds_corrupt_and_missing_blobs(server, history):
     assert alice.datasets.CheckIntegrity(
         D.CheckIntegrityRequest(name=ds.name, verify_hashes=True)
     ).ok
+
+
+def test_images_that_came_after_every_snapshot_leave_nothing_behind(server):
+    carol = server.user("carol")
+    ds = carol.create_dataset("churn")
+    kept, early = image_bytes(13, 13, (1, 2, 3)), image_bytes(13, 13, (4, 5, 6))
+    carol.upload(ds.name, {"kept.png": kept, "early.png": early})
+    carol.datasets.CreateSnapshot(
+        D.CreateSnapshotRequest(parent=ds.name, snapshot=D.Snapshot(version_name="v1"))
+    )
+    late, late_replacement = image_bytes(13, 13, (7, 8, 9)), image_bytes(13, 13, (7, 8, 10))
+    carol.upload(ds.name, {"late.png": late})
+    carol.upload(ds.name, {"late.png": late_replacement})  # replaced: late is in no snapshot
+    carol.datasets.DeleteImages(
+        D.DeleteImagesRequest(parent=ds.name, images=["late.png", "early.png"])
+    )
+    run_gc(server)
+    with server.store() as store:
+        assert store.exists(blob_key(sha(early)))  # v1 holds it
+        assert not store.exists(blob_key(sha(late)))
+        assert not store.exists(blob_key(sha(late_replacement)))
+        assert store.exists(blob_key(sha(kept)))  # still in the head
 
 
 def test_deleting_the_dataset_lets_gc_remove_its_blobs(server):

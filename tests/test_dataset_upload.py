@@ -6,6 +6,7 @@ collector leaves no image rows and no row referencing a missing blob.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -16,22 +17,17 @@ import grpc
 import pytest
 
 from dataset_svc.errors import bad_request_fields
-from tests._dataset import (
-    DEFAULT_BACKEND,
-    dataset_server_fixture,
-    folder_files,
-    image_bytes,
-    shared_data,
-    upload_requests,
-)
+from tests._dataset import DEFAULT_BACKEND, dataset_server_fixture, image_bytes, shared_data
 from tests._servers import ROOT, child_env
 from visionmesh.store import BLOB_PREFIX, blob_key
+from visionmesh.uploads import MESSAGE_BYTES, folder_files, upload_requests
 from visionmesh.v1 import dataset_pb2
 
 LIMITS = {
     "VISIONMESH_MAX_IMAGE_BYTES": "150000",
     "VISIONMESH_MAX_IMAGE_PIXELS": "4000000",
     "VISIONMESH_MAX_UPLOAD_BYTES": "3000000",
+    "VISIONMESH_UPLOAD_SPOOL_BYTES": "20000",  # bigger files wait in temp files
 }
 server = dataset_server_fixture([DEFAULT_BACKEND], extra_env=LIMITS)
 D = dataset_pb2
@@ -48,9 +44,9 @@ def noise_png(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-def run_gc(server) -> str:
+def run_gc(server, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "dataset_svc.gc"],
+        [sys.executable, "-m", "dataset_svc.gc", *args],
         cwd=ROOT,
         env=child_env(server.env),
         capture_output=True,
@@ -66,17 +62,40 @@ def stored_blobs(server) -> set[str]:
         return {k.rsplit("/", 1)[1] for k in store.list(BLOB_PREFIX)}
 
 
-def test_folder_structure_split_and_dedup(server):
+def test_upload_requests_pack_small_files_and_stream_big_ones(tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(os.urandom(2500))
+    files = [("a.png", b"a" * 300), ("b.png", b"b" * 300), ("big.png", big), ("c.png", b"c" * 600)]
+    stream = list(upload_requests("datasets/x", files, message_bytes=1000))
+    assert stream[0].WhichOneof("payload") == "header"
+    kinds = [m.WhichOneof("payload") for m in stream[1:]]
+    assert kinds == ["chunks", "chunk", "chunk", "chunk", "chunk"]
+    assert [c.path for c in stream[1].chunks.chunks] == ["a.png", "b.png"]
+    pieces = [m.chunk for m in stream[2:5]]
+    assert [p.path for p in pieces] == ["big.png", "", ""]
+    assert b"".join(p.data for p in pieces) == big.read_bytes()
+    assert max(len(p.data) for p in pieces) == 1000
+    assert stream[5].chunk.path == "c.png" and stream[5].chunk.data == b"c" * 600
+
+
+@pytest.mark.parametrize(
+    "message_bytes", [1000, MESSAGE_BYTES], ids=["pieces-per-file", "files-per-message"]
+)
+def test_folder_structure_split_and_dedup(server, message_bytes):
     folder = shared_data("cls-imagenet-10")
     alice = server.user("alice")
     ds = alice.create_dataset("imagenet-10")
     files = folder_files(folder)
-    reply = alice.upload(ds.name, files, chunk_size=1000)  # many chunks per file
+    already_stored = stored_blobs(server)  # the other parametrization stored some
+    reply = alice.upload(ds.name, files, message_bytes=message_bytes)
     assert sorted(i.path for i in reply.images) == sorted(p for p, _ in files)
     assert reply.received_bytes == sum(p.stat().st_size for _, p in files)
     # "x copy.JPEG" and "x copy 2.JPEG" are byte-identical to "x.JPEG": stored once.
     copies = [p for p, _ in files if " copy" in p]
-    assert copies and reply.deduplicated_count == len(copies)
+    new_blobs = {hashlib.sha256(p.read_bytes()).hexdigest() for _, p in files} - already_stored
+    assert copies and len(new_blobs) <= len(files) - len(copies)
+    assert reply.deduplicated_count == len(files) - len(new_blobs)
+    assert new_blobs <= stored_blobs(server)
     by_path = {i.path: i for i in reply.images}
     sample = next(p for p, _ in files if p.startswith("val/"))
     assert by_path[sample].split == "val" and by_path[sample].content_type == "image/jpeg"
@@ -204,9 +223,15 @@ def _assert_clean(server, client, dataset_name) -> None:
     assert check.ok
 
 
-def _wait_blobs(server, digests, timeout=10) -> None:
+def staged_blobs(server) -> set[str]:
+    """Blobs an upload wrote but has not published (the local store's batch folders)."""
+    with server.store() as store:
+        return {p.name for p in store.root.glob(".vmtmp-batch-*/*")}
+
+
+def _wait_received(server, digests, timeout=10) -> None:
     deadline = time.monotonic() + timeout
-    while not digests <= stored_blobs(server):
+    while not digests <= stored_blobs(server) | staged_blobs(server):
         assert time.monotonic() < deadline, "the server never stored the first files"
         time.sleep(0.05)
 
@@ -222,16 +247,19 @@ def test_client_cancel_half_way_commits_nothing(server):
     assert gate.paused.wait(30)
     ordered = [hashlib.sha256(b).hexdigest() for b in before.values()]
     digests = set(ordered)
-    _wait_blobs(server, set(ordered[:-1]))  # the last file ends only when the next begins
+    _wait_received(server, set(ordered[:-1]))  # the last file ends only when the next begins
+    assert not digests & stored_blobs(server)  # staged: nothing is visible before the end
     future.cancel()
     gate.release.set()
     with pytest.raises(grpc.FutureCancelledError):
         future.result()
     time.sleep(0.3)
     _assert_clean(server, alice, ds.name)
+    assert not staged_blobs(server)  # the cancelled upload dropped its staging itself
     assert "blobs seen" in run_gc(server)
-    assert not digests & stored_blobs(server)  # the garbage is gone
-    assert not any(server.home.joinpath("tmp", "uploads").iterdir())
+    assert not digests & stored_blobs(server)
+    uploads_tmp = server.home.joinpath("tmp", "uploads")
+    assert not uploads_tmp.exists() or not any(uploads_tmp.iterdir())
 
 
 def test_upload_racing_the_gc_is_aborted_not_half_committed(server):
@@ -266,23 +294,30 @@ def test_server_killed_half_way_commits_nothing(server):
     username, token = alice.username, alice.token
     ds = alice.create_dataset("killed")
     before = {f"val/{i}.png": image_bytes(color=(i, 9, 9)) for i in range(3)}
+    before["val/big.png"] = noise_png(120, 120)  # over the spool size: in a temp file
+    before["val/last.png"] = image_bytes(color=(4, 9, 9))
     gate = Gate(ds.name, before, {"val/late.png": image_bytes(color=(1, 9, 1))})
     future = alice.datasets.UploadImages.future(iter(gate), timeout=60)
     assert gate.paused.wait(30)
     ordered = [hashlib.sha256(b).hexdigest() for b in before.values()]
     digests = set(ordered)
-    _wait_blobs(server, set(ordered[:-1]))  # the last file ends only when the next begins
+    _wait_received(server, set(ordered[:-1]))  # the last file ends only when the next begins
     server.process.kill()  # SIGKILL: no drain, no cleanup
     gate.release.set()
     with pytest.raises(grpc.RpcError) as err:
         future.result()
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert set(ordered[:-1]) <= staged_blobs(server)  # left behind by the dead server
     leftovers = list(server.home.joinpath("tmp", "uploads").iterdir())
+    assert leftovers  # the big file's temp folder
     server.restart()
     assert not any(p.exists() for p in leftovers)  # the restart removed the temp files
     alice = server.client(username, token)  # tokens survive a restart (same key pair)
     _assert_clean(server, alice, ds.name)
-    run_gc(server)
+    run_gc(server)  # fresh staging may belong to a live upload: kept
+    assert set(ordered[:-1]) <= staged_blobs(server)
+    assert "1 stale staging folders removed" in run_gc(server, "--stale-staging-seconds", "0")
+    assert not staged_blobs(server)
     assert not digests & stored_blobs(server)
     with server.store() as store:
         for image in alice.all_images(ds.name):

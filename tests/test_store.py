@@ -398,6 +398,66 @@ def test_concurrent_puts_of_the_same_blob(store, tmp_path):
     assert stray_temp_files(store) == []
 
 
+# -- blob batches -------------------------------------------------------------------------
+
+
+def test_blob_batch_publishes_everything_it_added(store, tmp_path):
+    stored = store.put_blob_bytes(b"already here")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(50_000))
+    with store.blob_batch() as batch:
+        assert batch.add_bytes(b"already here") == (stored, True)
+        one, existed = batch.add_bytes(b"one")
+        assert one == hashlib.sha256(b"one").hexdigest() and not existed
+        assert batch.add_bytes(b"one") == (one, True)  # twice in one batch: written once
+        two, existed = batch.add_file(big)
+        assert two == hashlib.sha256(big.read_bytes()).hexdigest() and not existed
+        if isinstance(store, LocalStore):  # staged: neither listed nor visible yet
+            assert not store.has_blob(one) and list(store.list("blobs/")) == [blob_key(stored)]
+        batch.publish()
+    assert store.get_bytes(blob_key(one)) == b"one"
+    assert store.get_bytes(blob_key(two)) == big.read_bytes()
+    assert sorted(store.list("blobs/")) == sorted(blob_key(d) for d in (stored, one, two))
+    assert stray_temp_files(store) == []
+
+
+def test_local_blob_batch_discarded_publishes_nothing(tmp_path):
+    store = LocalStore(tmp_path / "store")  # S3 stores each blob as added: nothing to discard
+    with store.blob_batch() as batch:
+        digest, _ = batch.add_bytes(b"never published")
+        assert stray_temp_files(store)  # the staging folder
+    assert not store.has_blob(digest)
+    assert list(store.list()) == [] and stray_temp_files(store) == []
+
+
+def test_blob_batch_refuses_a_file_that_changes(store, tmp_path, monkeypatch):
+    path = tmp_path / "img.jpg"
+    path.write_bytes(b"a" * 1000)
+    monkeypatch.setattr(store, "_open_source", lambda p: io.BytesIO(b"b" * 1000))
+    with store.blob_batch() as batch:
+        with pytest.raises(BlobIntegrityError, match="content changed"):
+            batch.add_file(path)
+        batch.publish()
+    assert list(store.list()) == [] and stray_temp_files(store) == []
+
+
+def test_stale_staging_is_removed_fresh_staging_kept(store):
+    if not isinstance(store, LocalStore):
+        assert store.remove_stale_staging(0) == 0
+        return
+    dead, live = store.blob_batch(), store.blob_batch()
+    dead_digest, _ = dead.add_bytes(b"from a server that died")
+    live.add_bytes(b"from an upload still running")
+    (dead_folder,) = [p for p in store.root.iterdir() if dead_digest in os.listdir(p)]
+    old = dead_folder.stat().st_mtime - 7200
+    os.utime(dead_folder, (old, old))
+    assert store.remove_stale_staging(3600) == 1
+    assert not dead_folder.exists()
+    live.publish()  # the live batch is unharmed
+    assert store.get_bytes(blob_key(hashlib.sha256(b"from an upload still running").hexdigest()))
+    assert stray_temp_files(store) == []
+
+
 # -- factory ------------------------------------------------------------------------------
 
 

@@ -10,8 +10,10 @@
 - ``categories`` and ``annotations``: the head's annotation document, one row per COCO
   annotation (geometry as JSON), image-level labels have no geometry.
 - ``snapshots``: frozen versions; their content is the manifest in the object store.
-- ``snapshot_blobs``: which blobs each snapshot references (keeps them alive for GC and
-  tells CheckIntegrity which snapshots a bad blob affects).
+- ``retained_blobs``: blobs that left a dataset's head (image deleted or replaced by other
+  bytes) while a snapshot of it may reference them (``snapshots.image_watermark``); with ``images`` this is what keeps
+  blobs alive for GC (see :mod:`dataset_svc.retention`). A snapshot itself writes no row
+  per image: its blobs are the head's when it is taken.
 - ``blob_guard``: one row that serializes "add references to blobs" with the garbage
   collector (see :mod:`dataset_svc.gc`).
 """
@@ -164,19 +166,20 @@ class Snapshot(Base):
     class_counts: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
     manifest_key: Mapped[str] = mapped_column(String(1024))
     manifest_sha256: Mapped[str] = mapped_column(String(64))
+    # The highest image id in the catalog when taken: images with a higher id came after.
+    image_watermark: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (UniqueConstraint("dataset_id", "version_name"),)
 
 
-class SnapshotBlob(Base):
-    __tablename__ = "snapshot_blobs"
+class RetainedBlob(Base):
+    __tablename__ = "retained_blobs"
 
-    snapshot_id: Mapped[str] = mapped_column(
-        ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
     )
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
-    # One b-tree fewer on SQLite: snapshots insert a row per distinct blob.
     __table_args__ = ({"sqlite_with_rowid": False},)
 
 

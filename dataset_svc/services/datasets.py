@@ -164,7 +164,7 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
                 session, identity.caller(session), dataset_id, "delete images of"
             )
             ids = images.resolve(session, dataset_id, list(request.images))
-            deleted, deleted_annotations = images.delete_images(session, ids)
+            deleted, deleted_annotations = images.delete_images(session, dataset_id, ids)
             datasets.touch(dataset)
         return dataset_pb2.DeleteImagesResponse(
             deleted_count=deleted, deleted_annotation_count=deleted_annotations
