@@ -98,6 +98,30 @@ def test_malformed_numbers_raise_like_json(bad: bytes) -> None:
         fastjson.loads(broken)
 
 
+def test_many_chunks_parsed_side_by_side_keep_document_order(monkeypatch) -> None:
+    monkeypatch.setattr(fastjson, "_CHUNK", 300)  # dozens of chunks on the thread pool
+    text = json.dumps(coco_doc(n=400, seed=5)).encode()
+    doc, table = fastjson.loads(text)
+    assert table is not None and len(table.buffers) > 20
+    assert resolved(doc, table) == json.loads(text)
+    last = text.rindex(b'"segmentation": [[') + len(b'"segmentation": [[')
+    with pytest.raises(ValueError):  # a bad number in a late chunk: json's error
+        fastjson.loads(text[:last] + b"1.2.3, " + text[last:])
+
+
+def test_what_orjson_refuses_json_still_reads() -> None:
+    text = b'{"a": NaN, "b": [Infinity, -Infinity]}'
+    assert json.dumps(fastjson.json_loads(text)) == json.dumps(json.loads(text))
+
+
+def test_an_id_beyond_64_bits_is_reported(tmp_path: Path) -> None:
+    doc = coco_doc(n=80)
+    doc["annotations"][3]["id"] = 123456789012345678901234  # orjson reads it as a float
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    result = formats.read(tmp_path, check_images=False)
+    assert [p.path for p in result.errors] == ["annotations[3].id"]
+
+
 def test_small_documents_use_plain_json() -> None:
     text = json.dumps(coco_doc(n=10)).encode()
     doc, table = fastjson.loads(text)

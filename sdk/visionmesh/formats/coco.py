@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .fastjson import PolygonTable
+from .fastjson import MARKER_BASE, PolygonTable
 from .geometry import annotation_area, bbox_of_annotation
 from .model import BACKGROUND, Annotation, Category, Dataset, Image
 from .paths import SPLIT_NAMES
@@ -160,6 +160,9 @@ def _parse_annotations(
     out: list[Annotation] = []
     append = out.append
     keep = bool(prefix)
+    # Markers of cut-out polygons (fastjson), resolved inline: this loop runs per annotation.
+    blocks = table.blocks if table is not None else []
+    base, claimed = MARKER_BASE, 0
     for i, a in enumerate(raw_anns):
         if type(a) is not dict:
             problems.error(f"{prefix}annotations[{i}]", "an annotation must be an object")
@@ -170,8 +173,9 @@ def _parse_annotations(
             continue
         seg = a.get("segmentation")
         rle = None
-        if type(seg) is int and table is not None and table.is_marker(seg):
-            seg = table.take(seg)
+        if type(seg) is int and 0 <= seg - base < len(blocks):
+            seg = blocks[seg - base]
+            claimed += 1
         elif seg is not None and type(seg) is not list:
             if type(seg) is dict:
                 rle, seg = seg, None
@@ -203,6 +207,8 @@ def _parse_annotations(
         )
         if consume:
             raw_anns[i] = None
+    if table is not None:
+        table.claimed += claimed
     return out
 
 

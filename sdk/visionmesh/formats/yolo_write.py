@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,10 @@ class LabelWriter:
         finally:
             os.close(fd)
         self.count += 1
+
+    def write_many(self, files: list[tuple[str, bytes]]) -> None:
+        for rel, data in files:
+            self.write(rel, data)
 
 
 def class_index(dataset: Dataset) -> tuple[dict[int, int], list[str]]:
@@ -93,14 +98,21 @@ def write_yolo(
     writer = LabelWriter(out)
     skipped = {"crowd": 0, "no geometry": 0, "clipped": 0}
     images = dataset.images
-    for start in range(0, len(images), _CHUNK):
-        chunk = images[start : start + _CHUNK]
-        if task == POSE_ESTIMATION:
-            texts = _pose_chunk(chunk, by_image, index, kpt_shape[0], skipped)
-        else:
-            texts = _vector_chunk(chunk, by_image, index, task, skipped)
-        for im, text in zip(chunk, texts, strict=True):
-            writer.write(names_out[im.id][1], text)
+    # Files of one chunk are written on a thread while the next chunk is formatted.
+    with ThreadPoolExecutor(1, thread_name_prefix="yolo-labels") as files:
+        pending: Future | None = None
+        for start in range(0, len(images), _CHUNK):
+            chunk = images[start : start + _CHUNK]
+            if task == POSE_ESTIMATION:
+                texts = _pose_chunk(chunk, by_image, index, kpt_shape[0], skipped)
+            else:
+                texts = _vector_chunk(chunk, by_image, index, task, skipped)
+            labels = [names_out[im.id][1] for im in chunk]
+            if pending is not None:
+                pending.result()  # raises what writing failed with
+            pending = files.submit(writer.write_many, list(zip(labels, texts, strict=True)))
+        if pending is not None:
+            pending.result()
     if skipped["crowd"]:
         problems.warning(
             "", f"{skipped['crowd']} crowd annotation(s) left out (YOLO has no crowd regions)"
