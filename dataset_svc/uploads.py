@@ -5,7 +5,7 @@ file is hashed while it arrives and kept in memory up to ``upload_spool_bytes`` 
 that it spills to a temp file, so a big file is never held whole), its header decoded once with
 Pillow for width/height (no pixel decoding; more pixels than the limit is a
 decompression bomb and is skipped), and added to the store's blob batch (deduplicated by
-sha256) by a small thread pool while the stream goes on. Files that are not images, too
+sha256) while the stream goes on. Files that are not images, too
 big or bombs are reported in ``skipped`` with the reason. Once the whole stream arrived,
 the batch is published (every blob durable, then visible) and the rows are committed in
 ONE transaction. A cancelled or broken stream (client gone, server killed) commits
@@ -121,9 +121,9 @@ def _probe_image(source: Path | BinaryIO, max_pixels: int) -> tuple[int, int, st
 class Receiver:
     """Consumes the chunks of one UploadImages stream (after its header).
 
-    Each complete image is handed to a small thread pool that stores its blob while the
-    stream goes on; at most ``MAX_PENDING_FILES`` files (and ``MAX_PENDING_BYTES`` of
-    in-memory ones) wait at any time.
+    Each complete image is added to the store's blob batch: right away when adding is a
+    quick local write, else on a small thread pool while the stream goes on, with at most
+    ``MAX_PENDING_FILES`` files (and ``MAX_PENDING_BYTES`` of in-memory ones) waiting.
     """
 
     def __init__(self, settings: ServiceSettings, store: ObjectStore, path_prefix: str) -> None:
@@ -158,7 +158,7 @@ class Receiver:
         return self._tmp_dir
 
     def _store_blob(self, f: _IncomingFile, digest: str) -> bool:
-        """Store one blob (in a pool thread); True when it was already stored."""
+        """Add one blob to the batch; True when it was stored already (deduplicated)."""
         try:
             if f.tmp_path is None:
                 stored, existed = self._blobs.add_bytes(f.data())

@@ -132,7 +132,13 @@ class LocalStore(ObjectStore):
         removed = 0
         cutoff = time.time() - older_than_seconds
         for entry in os.scandir(self.root):
-            if entry.name.startswith(_BATCH_PREFIX) and entry.stat().st_mtime < cutoff:
+            if not entry.name.startswith(_BATCH_PREFIX):
+                continue
+            try:
+                stale = entry.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue  # published or removed meanwhile
+            if stale:
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed += 1
         return removed
