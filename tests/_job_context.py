@@ -357,9 +357,21 @@ def check_retried_start_creates_one_job(stub, training) -> None:
     assert state == S.JOB_STATE_SUCCEEDED
 
 
-def check_kill_and_resume(framework: str, task: str, model: str, tmp_path: Path, **fields):
+def check_kill_and_resume(
+    framework: str,
+    task: str,
+    model: str,
+    tmp_path: Path,
+    *,
+    resume_line: str | None = None,
+    **fields,
+) -> set[int]:
     """SIGKILL the trainer during epoch 2 of 4; after a restart the job resumes from its
-    last checkpoint and every epoch is streamed and recorded exactly once."""
+    last checkpoint and every epoch is streamed and recorded exactly once.
+
+    ``resume_line`` is what the job log must show on resuming (default: the timm/hf engines'
+    ``resuming <model> at epoch``). Returns the job states seen while waiting for the resume.
+    """
     import json as _json
     import time
 
@@ -408,8 +420,10 @@ def check_kill_and_resume(framework: str, task: str, model: str, tmp_path: Path,
         lines = store.get_bytes(f"runs/{job_id}/metrics.jsonl").decode().splitlines()
         assert [_json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
         log = job_log(stub, job.name)
-        assert "INTERRUPTED" in log and f"resuming {model} at epoch" in log, log[-3000:]
+        resume_line = resume_line or f"resuming {model} at epoch"
+        assert "INTERRUPTED" in log and resume_line in log, log[-3000:]
         assert server.network_attempts() == []
+        return seen
     finally:
         if server.process.proc.poll() is None:
             server.stop()

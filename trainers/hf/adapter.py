@@ -20,32 +20,19 @@ background included), both computed on masks at the training image size.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from trainers.runtime.adapter import (
+    HUB_OFFLINE_ENV,
     IMAGE_CLASSIFICATION,
     OBJECT_DETECTION,
     SEMANTIC_SEGMENTATION,
-    FrameworkAdapter,
+    EngineAdapter,
     Hyperparameter,
-    JobContext,
     ModelSpec,
-    Prediction,
     SpecError,
     TrainSpec,
 )
-from trainers.timm.adapter import check_extra
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "DO_NOT_TRACK": "1",
-}
+OFFLINE_ENV = {**HUB_OFFLINE_ENV, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 # name -> (task, family, description). The builders live in trainers/hf/engine.py.
 MODELS: dict[str, tuple[str, str, str]] = {
@@ -128,14 +115,11 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "linear", "constant", "cosine_with_min_lr", "polynomial")
 
 
-def set_offline_env() -> None:
-    """Force every hub switch off in this process (before transformers is imported)."""
-    os.environ.update(OFFLINE_ENV)
-
-
-class HFAdapter(FrameworkAdapter):
+class HFAdapter(EngineAdapter):
     framework = "hf"
     package = "transformers"
+    engine_module = "trainers.hf.engine"
+    child_env = OFFLINE_ENV
 
     def models(self) -> list[ModelSpec]:
         return [
@@ -242,36 +226,7 @@ class HFAdapter(FrameworkAdapter):
                 f"hf has no model {spec.model!r} for {spec.task_type}; "
                 f"choose one of: {', '.join(names)}",
             )
-        check_extra(dict(spec.extra or {}), self.hyperparameters())
+        self.check_extra(dict(spec.extra or {}))
 
     def best_metric(self, task_type: str) -> str:
         return BEST_METRIC.get(task_type, "val/loss")
-
-    def train(self, job: JobContext) -> None:
-        set_offline_env()
-        from trainers.hf import engine
-
-        engine.train(job)
-
-    def predict(
-        self,
-        checkpoint: Path,
-        image: bytes,
-        *,
-        task_type: str,
-        class_names: list[str],
-        confidence: float,
-        max_detections: int,
-        device: str,
-    ) -> Prediction:
-        set_offline_env()
-        from trainers.hf import engine
-
-        return engine.predict(
-            Path(checkpoint),
-            image,
-            class_names=class_names,
-            confidence=confidence,
-            max_detections=max_detections,
-            device=device,
-        )

@@ -10,7 +10,6 @@ early-stopping state, so both a resume and Predict rebuild everything from it al
 from __future__ import annotations
 
 import io
-import math
 import os
 import random
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 
 from trainers.hf import data, metrics, models
 from trainers.hf.adapter import BEST_METRIC, MODELS
+from trainers.runtime import torch_helpers
 from trainers.runtime.adapter import (
     IMAGE_CLASSIFICATION,
     OBJECT_DETECTION,
@@ -31,6 +31,7 @@ from trainers.runtime.adapter import (
     JobContext,
     Prediction,
 )
+from trainers.runtime.epochs import EpochBook
 from trainers.runtime.torch_helpers import autocast_for, resolve_device, seed_everything
 from trainers.runtime.torch_helpers import extra_value as _extra
 
@@ -47,10 +48,7 @@ transformers.logging.set_verbosity_error()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path.name} is not a checkpoint written by the hf trainer")
-    return ckpt
+    return torch_helpers.load_checkpoint(path, CHECKPOINT_FORMAT, "hf")
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -182,16 +180,11 @@ def train(job: JobContext) -> None:
     label_smoothing = _extra(extra, "label_smoothing", 0.0, float)
     best_name = BEST_METRIC[task]
 
-    start_epoch, best_value, best_epoch, stale = 1, -math.inf, 0, 0
+    start_epoch = 1
+    book = EpochBook(job, Path(job.work_dir) / "hf_checkpoints", best_name, spec.patience)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        start_epoch = int(resume["epoch"]) + 1
-        best_value, best_epoch = float(resume["best_value"]), int(resume["best_epoch"])
-        stale = int(resume["stale"])
+        torch_helpers.load_training_state(resume, model, optimizer, scheduler, scaler)
+        start_epoch = book.restore(resume)
         generator.manual_seed(int(spec.seed) + start_epoch)
         random.seed(int(spec.seed) + start_epoch)
         job.log(f"resuming {spec.model} at epoch {start_epoch}/{spec.epochs}")
@@ -202,8 +195,6 @@ def train(job: JobContext) -> None:
         f"{len(train_set)} train / {len(val_set)} val images, device {device}"
     )
 
-    ckpt_dir = Path(job.work_dir) / "hf_checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(start_epoch, int(spec.epochs) + 1):
         model.train()
         sums: dict[str, float] = {}
@@ -262,13 +253,10 @@ def train(job: JobContext) -> None:
                     _evaluate_segmentation(model, val_loader, device, autocast, len(class_names))
                 )
 
-        score = values.get(best_name, -values.get("val/loss", values["train/loss"]))
-        if score > best_value:
-            best_value, best_epoch, stale = score, epoch, 0
-        else:
-            stale += 1
-        path = ckpt_dir / f"epoch_{epoch}.pt"
-        torch.save(
+        book.update(epoch, values)
+        if book.finish(
+            epoch,
+            values,
             {
                 "format": CHECKPOINT_FORMAT,
                 "framework": "hf",
@@ -281,26 +269,14 @@ def train(job: JobContext) -> None:
                 "epoch": epoch,
                 "epochs": int(spec.epochs),
                 "metrics": values,
-                "best_value": best_value,
-                "best_epoch": best_epoch,
-                "stale": stale,
+                **book.state(),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
             },
-            path,
-        )
-        stop = job.report_epoch(epoch, values, checkpoint=path, images_seen=seen)
-        (ckpt_dir / f"epoch_{epoch - 2}.pt").unlink(missing_ok=True)
-        if stop or job.should_stop():
-            job.log(f"stopping after epoch {epoch} as requested")
-            return
-        if spec.patience and stale >= int(spec.patience):
-            job.log(
-                f"early stop: {best_name} has not improved for {stale} epochs "
-                f"(best {best_value:.4f} at epoch {best_epoch})"
-            )
+            images_seen=seen,
+        ):
             return
 
 
@@ -412,6 +388,7 @@ def predict(
     confidence: float,
     max_detections: int,
     device: str,
+    **_unused: Any,  # task_type: the checkpoint says which task it was trained for
 ) -> Prediction:
     dev = resolve_device(device)
     model, meta = _load_for_inference(checkpoint, dev)

@@ -36,7 +36,12 @@ Additions made while building the runtime (all optional, backwards compatible):
 - ``FrameworkAdapter.check_spec(spec)``: raise :class:`SpecError` (field, message) for a
   spec this framework cannot run (unknown model for the task, bad ``extra`` key); called in
   the server process at StartTraining, so it must not import the framework. Default: the
-  model must be one of ``models()`` for the task.
+  model must be one of ``models()`` for the task. ``FrameworkAdapter.check_extra(extra)``
+  checks ``extra`` against the ``extra=True`` entries of ``hyperparameters()`` (known key,
+  type, range, choices) for adapters that declare every extra key they accept.
+- :class:`EngineAdapter`: a FrameworkAdapter whose ``train`` and ``predict`` live in one
+  module (``engine_module``) imported only in the job / predict child, after ``child_env``
+  is set (e.g. :data:`HUB_OFFLINE_ENV`, which keeps huggingface_hub off the network).
 - ``FrameworkAdapter.resolve_model(model, task)``: the name that is actually built
   (e.g. ultralytics maps "yolo11n" + segmentation to "yolo11n-seg"); default: unchanged.
 - Predict: ``Prediction`` entries may give ``category_id`` as the class index
@@ -47,6 +52,8 @@ Additions made while building the runtime (all optional, backwards compatible):
 from __future__ import annotations
 
 import abc
+import importlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +65,16 @@ OBJECT_DETECTION = "object_detection"
 INSTANCE_SEGMENTATION = "instance_segmentation"
 SEMANTIC_SEGMENTATION = "semantic_segmentation"
 POSE_ESTIMATION = "pose_estimation"
+
+#: Environment that keeps huggingface_hub (used by timm and transformers) off the network.
+HUB_OFFLINE_ENV: Mapping[str, str] = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "DO_NOT_TRACK": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -210,6 +227,39 @@ class FrameworkAdapter(abc.ABC):
                 f"choose one of: {names}",
             )
 
+    def check_extra(self, extra: Mapping[str, str]) -> None:
+        """Raise SpecError for an unknown ``extra`` key or a value of the wrong type / choice.
+
+        Known keys are the ``extra=True`` entries of :meth:`hyperparameters`.
+        """
+        known = {h.name: h for h in self.hyperparameters() if h.extra}
+        for key, raw in extra.items():
+            field = f"spec.extra[{key}]"
+            h = known.get(key)
+            if h is None:
+                raise SpecError(
+                    field, f"unknown extra option {key!r}; known: {', '.join(sorted(known))}"
+                )
+            value = str(raw).strip()
+            if h.type in ("int", "float"):
+                try:
+                    number = int(value) if h.type == "int" else float(value)
+                except ValueError:
+                    raise SpecError(
+                        field, f"extra {key!r} must be an {h.type}, not {raw!r}"
+                    ) from None
+                if (h.min_value and number < float(h.min_value)) or (
+                    h.max_value and number > float(h.max_value)
+                ):
+                    raise SpecError(
+                        field,
+                        f"extra {key!r} must be within [{h.min_value}, {h.max_value or 'inf'}]",
+                    )
+            elif h.type == "bool" and value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise SpecError(field, f"extra {key!r} must be true or false, not {raw!r}")
+            if h.choices and value.lower() not in h.choices:
+                raise SpecError(field, f"extra {key!r} must be one of {', '.join(h.choices)}")
+
     def framework_version(self) -> str:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -235,3 +285,31 @@ class FrameworkAdapter(abc.ABC):
         device: str,
     ) -> Prediction:
         """Run one image through a checkpoint this adapter wrote."""
+
+
+class EngineAdapter(FrameworkAdapter):
+    """An adapter whose training and inference live in one module, imported in the child.
+
+    The server process never imports ``engine_module`` (it imports the framework); the job
+    and predict children import it through :meth:`engine`, after setting ``child_env``
+    (the framework reads such switches at import). The module has ``train(job)`` and
+    ``predict(checkpoint, image, **options)`` taking :meth:`FrameworkAdapter.predict`'s
+    keyword arguments (ignoring those it has no use for).
+    """
+
+    #: dotted name of the module with ``train(job)`` and ``predict(...)``
+    engine_module: str = ""
+    #: environment set in the child before ``engine_module`` is imported
+    child_env: Mapping[str, str] = {}
+
+    def engine(self) -> Any:
+        """Set ``child_env`` and import ``engine_module`` (child processes only)."""
+        os.environ.update(self.child_env)
+        return importlib.import_module(self.engine_module)
+
+    def train(self, job: JobContext) -> None:
+        self.engine().train(job)
+
+    def predict(self, checkpoint: Path, image: bytes, **options: Any) -> Prediction:
+        """``options``: the keyword arguments of :meth:`FrameworkAdapter.predict`."""
+        return self.engine().predict(Path(checkpoint), image, **options)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,27 @@ def extra_value(spec_extra: Mapping[str, str], key: str, default: Any, kind: typ
         return kind(raw)
     except ValueError:
         raise ValueError(f"extra[{key!r}] = {raw!r} is not a valid {kind.__name__}") from None
+
+
+def load_checkpoint(path: Path, fmt: str, trainer: str) -> dict[str, Any]:
+    """A checkpoint file an engine wrote: a dict whose ``format`` is ``fmt``."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise ValueError(f"{path.name} is not a checkpoint written by the {trainer} trainer")
+    return ckpt
+
+
+def load_training_state(ckpt: Mapping[str, Any], model, optimizer, scheduler, scaler) -> None:
+    """Model, optimizer, scheduler and grad-scaler state of a resume checkpoint.
+
+    The scheduler and scaler may be None (and their saved state missing).
+    """
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
 
 
 def resolve_device(name: str) -> torch.device:

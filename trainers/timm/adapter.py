@@ -13,30 +13,20 @@ the learning rate the epoch ran with. The best epoch is the one with the highest
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 from trainers.runtime.adapter import (
+    HUB_OFFLINE_ENV,
     IMAGE_CLASSIFICATION,
-    FrameworkAdapter,
+    EngineAdapter,
     Hyperparameter,
-    JobContext,
     ModelSpec,
-    Prediction,
     SpecError,
     TrainSpec,
 )
 
 #: Environment that keeps timm and huggingface_hub off the network.
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
-    "DO_NOT_TRACK": "1",
-}
+OFFLINE_ENV = HUB_OFFLINE_ENV
 
 # (name, family, description): architectures known to train at small image sizes. The
 # ``test_*`` models are timm's own tiny test networks (well under 1M parameters), sized
@@ -69,41 +59,10 @@ AUGMENTATIONS = ("light", "flip", "timm", "none")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-def check_extra(extra: dict[str, str], hyperparameters: list[Hyperparameter]) -> None:
-    """Raise SpecError for an unknown ``extra`` key or a value of the wrong type / choice."""
-    known = {h.name: h for h in hyperparameters if h.extra}
-    for key, raw in extra.items():
-        field = f"spec.extra[{key}]"
-        h = known.get(key)
-        if h is None:
-            raise SpecError(
-                field, f"unknown extra option {key!r}; known: {', '.join(sorted(known))}"
-            )
-        value = str(raw).strip()
-        if h.type in ("int", "float"):
-            try:
-                number = int(value) if h.type == "int" else float(value)
-            except ValueError:
-                raise SpecError(field, f"extra {key!r} must be an {h.type}, not {raw!r}") from None
-            if (h.min_value and number < float(h.min_value)) or (
-                h.max_value and number > float(h.max_value)
-            ):
-                raise SpecError(
-                    field, f"extra {key!r} must be within [{h.min_value}, {h.max_value or 'inf'}]"
-                )
-        elif h.type == "bool" and value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise SpecError(field, f"extra {key!r} must be true or false, not {raw!r}")
-        if h.choices and value.lower() not in h.choices:
-            raise SpecError(field, f"extra {key!r} must be one of {', '.join(h.choices)}")
-
-
-def set_offline_env() -> None:
-    """Force every hub switch off in this process (before timm/transformers import)."""
-    os.environ.update(OFFLINE_ENV)
-
-
-class TimmAdapter(FrameworkAdapter):
+class TimmAdapter(EngineAdapter):
     framework = "timm"
+    engine_module = "trainers.timm.engine"
+    child_env = OFFLINE_ENV
 
     def models(self) -> list[ModelSpec]:
         return [
@@ -196,32 +155,8 @@ class TimmAdapter(FrameworkAdapter):
                 f"{spec.model!r} is not a timm model name (e.g. "
                 f"{', '.join(name for name, _, _ in _MODELS[:4])})",
             )
-        check_extra(dict(spec.extra or {}), self.hyperparameters())
+        self.check_extra(dict(spec.extra or {}))
 
     def best_metric(self, task_type: str) -> str:
         """The metric (higher is better) that picks best.pt and drives patience."""
         return "val/top1"
-
-    def train(self, job: JobContext) -> None:
-        set_offline_env()
-        from trainers.timm import engine
-
-        engine.train(job)
-
-    def predict(
-        self,
-        checkpoint: Path,
-        image: bytes,
-        *,
-        task_type: str,
-        class_names: list[str],
-        confidence: float,
-        max_detections: int,
-        device: str,
-    ) -> Prediction:
-        set_offline_env()
-        from trainers.timm import engine
-
-        return engine.predict(
-            Path(checkpoint), image, class_names=class_names, top_k=5, device=device
-        )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,12 +22,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from trainers.runtime import torch_helpers
 from trainers.runtime.adapter import IMAGE_CLASSIFICATION, JobContext, Prediction
+from trainers.runtime.epochs import EpochBook
+from trainers.runtime.imagefolder import imagefolder_samples
 from trainers.runtime.torch_helpers import autocast_for, resolve_device, seed_everything
 from trainers.runtime.torch_helpers import extra_value as _extra
 
 CHECKPOINT_FORMAT = "visionmesh.timm/1"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 BEST_METRIC = "val/top1"
 
 
@@ -36,10 +37,7 @@ BEST_METRIC = "val/top1"
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path.name} is not a checkpoint written by the timm trainer")
-    return ckpt
+    return torch_helpers.load_checkpoint(path, CHECKPOINT_FORMAT, "timm")
 
 
 def check_model_name(name: str) -> None:
@@ -130,31 +128,6 @@ def eval_transform(config: Mapping[str, Any]):
         crop_pct=1.0,
         crop_mode="squash",
     )
-
-
-def folder_key(name: str) -> str:
-    """Class name and folder name agree on this (folder names may be sanitized)."""
-    return "".join(c for c in name.lower() if c.isalnum())
-
-
-def imagefolder_samples(root: Path, class_names: list[str]) -> list[tuple[Path, int]]:
-    """(image path, class index) under ``root/<class folder>/``, in a stable order."""
-    exact = {name: i for i, name in enumerate(class_names)}
-    loose = {folder_key(name): i for i, name in enumerate(class_names)}
-    samples: list[tuple[Path, int]] = []
-    if not root.is_dir():
-        return samples
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        label = exact.get(folder.name, loose.get(folder_key(folder.name)))
-        if label is None:
-            raise ValueError(
-                f"prepared dataset folder {folder.name!r} under {root} matches none of the "
-                f"job's classes {class_names}"
-            )
-        for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                samples.append((path, label))
-    return samples
 
 
 class ImageFolderSplit(torch.utils.data.Dataset):
@@ -276,18 +249,10 @@ def train(job: JobContext) -> None:
     )
 
     start_epoch = 1
-    best_value, best_epoch, stale = -math.inf, 0, 0
+    book = EpochBook(job, Path(job.work_dir) / "timm_checkpoints", BEST_METRIC, spec.patience)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        if scheduler is not None and resume.get("scheduler") is not None:
-            scheduler.load_state_dict(resume["scheduler"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        start_epoch = int(resume["epoch"]) + 1
-        best_value = float(resume["best_value"])
-        best_epoch = int(resume["best_epoch"])
-        stale = int(resume["stale"])
+        torch_helpers.load_training_state(resume, model, optimizer, scheduler, scaler)
+        start_epoch = book.restore(resume)
         # Different epochs' shuffles even after a resume.
         generator.manual_seed(int(spec.seed) + start_epoch)
         job.log(f"resuming {spec.model} at epoch {start_epoch}/{spec.epochs}")
@@ -301,8 +266,6 @@ def train(job: JobContext) -> None:
         f"device {device}, optimizer {optimizer_name}, scheduler {sched_name}"
     )
 
-    ckpt_dir = Path(job.work_dir) / "timm_checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(start_epoch, int(spec.epochs) + 1):
         lr = optimizer.param_groups[0]["lr"]
         model.train()
@@ -331,15 +294,12 @@ def train(job: JobContext) -> None:
         if len(val_set):
             values.update(evaluate(model, val_loader, device, autocast, num_classes))
 
-        score = values.get(BEST_METRIC, -values["train/loss"])
-        if score > best_value:
-            best_value, best_epoch, stale = score, epoch, 0
-        else:
-            stale += 1
+        book.update(epoch, values)
         if scheduler is not None:
             scheduler.step(epoch, values.get(BEST_METRIC))
-        path = ckpt_dir / f"epoch_{epoch}.pt"
-        torch.save(
+        if book.finish(
+            epoch,
+            values,
             {
                 "format": CHECKPOINT_FORMAT,
                 "framework": "timm",
@@ -351,27 +311,14 @@ def train(job: JobContext) -> None:
                 "epoch": epoch,
                 "epochs": int(spec.epochs),
                 "metrics": values,
-                "best_value": best_value,
-                "best_epoch": best_epoch,
-                "stale": stale,
+                **book.state(),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
             },
-            path,
-        )
-        stop = job.report_epoch(epoch, values, checkpoint=path, images_seen=seen)
-        # Keep this epoch's and the previous file, in case the runtime copies lazily.
-        (ckpt_dir / f"epoch_{epoch - 2}.pt").unlink(missing_ok=True)
-        if stop or job.should_stop():
-            job.log(f"stopping after epoch {epoch} as requested")
-            return
-        if spec.patience and stale >= int(spec.patience):
-            job.log(
-                f"early stop: {BEST_METRIC} has not improved for {stale} epochs "
-                f"(best {best_value:.4f} at epoch {best_epoch})"
-            )
+            images_seen=seen,
+        ):
             return
 
 
@@ -414,7 +361,13 @@ def _load_for_inference(checkpoint: Path, device: torch.device):
 
 @torch.no_grad()
 def predict(
-    checkpoint: Path, image: bytes, *, class_names: list[str], top_k: int, device: str
+    checkpoint: Path,
+    image: bytes,
+    *,
+    class_names: list[str],
+    device: str,
+    top_k: int = 5,
+    **_unused: Any,  # the rest of FrameworkAdapter.predict's options (confidence, ...)
 ) -> Prediction:
     dev = resolve_device(device)
     model, transform, names = _load_for_inference(checkpoint, dev)
