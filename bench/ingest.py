@@ -8,8 +8,9 @@
    ``visionmesh.uploads.upload_requests`` (small files packed about 1 MiB per message).
    Steps 2-3 run ``--rounds`` times on fresh images (no dedup across rounds); the median
    (and best) of each is reported. Goal: upload/copy <= 1.25 (throughput >= 0.8x).
-4. Snapshot of a 100,000-image dataset (catalog rows bulk-inserted directly, each image
-   with one box) through ``CreateSnapshot``, three times. Goal: under 1 s.
+4. Snapshot of a 100,000-image dataset (catalog rows bulk-inserted directly, as uploads
+   and imports write them, each image with one box) through ``CreateSnapshot``, three
+   times. Goal: under 1 s.
 
 Figures depend on what else runs: the JSON includes the load average before and after.
 
@@ -114,6 +115,7 @@ def seed_big_dataset(home: Path, dataset_id: str, count: int) -> float:
     """Bulk-insert ``count`` images (one box each) into the server's catalog; seconds taken."""
     from dataset_svc.catalog import open_catalog
     from dataset_svc.catalog.models import Annotation, Blob, Category, Image, utcnow
+    from dataset_svc.documents import annotation_fragment, image_fragment
 
     catalog = open_catalog(f"sqlite:///{home / 'catalog.db'}")
     now = utcnow()
@@ -152,7 +154,7 @@ def seed_big_dataset(home: Path, dataset_id: str, count: int) -> float:
                 {
                     "id": first_id + i,
                     "dataset_id": dataset_id,
-                    "path": f"images/{'val' if i % 5 == 0 else 'train'}/{i:06d}.jpg",
+                    "path": path,
                     "sha256": d,
                     "width": 640,
                     "height": 480,
@@ -160,26 +162,31 @@ def seed_big_dataset(home: Path, dataset_id: str, count: int) -> float:
                     "content_type": "image/jpeg",
                     "split": "val" if i % 5 == 0 else "train",
                     "create_time": now,
+                    # what UploadImages writes with each row
+                    "doc_json": image_fragment(path, 640, 480, d, 1000 + i % 500),
                 }
                 for i, d in enumerate(digests)
+                for path in [f"images/{'val' if i % 5 == 0 else 'train'}/{i:06d}.jpg"]
             ],
         )
-        session.execute(
-            Annotation.__table__.insert(),
-            [
-                {
-                    "dataset_id": dataset_id,
-                    "image_id": first_id + i,
-                    "category_id": i % 10,
-                    "bbox": [10.0 + i % 100, 20.0, 50.0, 40.0],
-                    "segmentation": None,
-                    "keypoints": None,
-                    "area": 2000.0,
-                    "iscrowd": 0,
-                }
-                for i in range(count)
-            ],
-        )
+        boxes = [
+            {
+                "dataset_id": dataset_id,
+                "image_id": first_id + i,
+                "category_id": i % 10,
+                "bbox": [10.0 + i % 100, 20.0, 50.0, 40.0],
+                "segmentation": None,
+                "keypoints": None,
+                "area": 2000.0,
+                "iscrowd": 0,
+            }
+            for i in range(count)
+        ]
+        for row in boxes:  # what ImportAnnotations writes with each row
+            row["doc_json"] = annotation_fragment(
+                row["image_id"], row["category_id"], row["bbox"], None, None, 2000.0, 0
+            )
+        session.execute(Annotation.__table__.insert(), boxes)
     catalog.close()
     return time.perf_counter() - start
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from dataset_svc import paths
+from dataset_svc import documents, paths
 from dataset_svc.catalog.models import Annotation, Category, Dataset, Image
 from dataset_svc.errors import failed_precondition, invalid_argument, invalid_fields
 from visionmesh import formats
@@ -143,22 +143,30 @@ def _replace(
             ],
         )
     if document["annotations"]:
-        session.execute(
-            Annotation.__table__.insert(),
-            [
-                {
-                    "dataset_id": dataset_id,
-                    "image_id": catalog_image[a["image_id"]],
-                    "category_id": a["category_id"],
-                    "bbox": a.get("bbox"),
-                    "segmentation": a.get("segmentation"),
-                    "keypoints": a.get("keypoints"),
-                    "area": float(a.get("area") or 0.0),
-                    "iscrowd": int(a.get("iscrowd") or 0),
-                }
-                for a in document["annotations"]
-            ],
-        )
+        rows = [
+            {
+                "dataset_id": dataset_id,
+                "image_id": catalog_image[a["image_id"]],
+                "category_id": a["category_id"],
+                "bbox": a.get("bbox"),
+                "segmentation": a.get("segmentation"),
+                "keypoints": a.get("keypoints"),
+                "area": float(a.get("area") or 0.0),
+                "iscrowd": int(a.get("iscrowd") or 0),
+            }
+            for a in document["annotations"]
+        ]
+        for row in rows:
+            row["doc_json"] = documents.annotation_fragment(
+                row["image_id"],
+                row["category_id"],
+                row["bbox"],
+                row["segmentation"],
+                row["keypoints"],
+                row["area"],
+                row["iscrowd"],
+            )
+        session.execute(Annotation.__table__.insert(), rows)
     if splits:
         table = Image.__table__
         session.execute(

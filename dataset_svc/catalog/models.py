@@ -109,6 +109,8 @@ class Image(Base):
     content_type: Mapped[str] = mapped_column(String(64), default="")
     split: Mapped[str] = mapped_column(String(8), default="")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # This row in the DICE document, but for "id" and "split" (dataset_svc.documents).
+    doc_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("dataset_id", "path"),
@@ -143,6 +145,8 @@ class Annotation(Base):
     keypoints: Mapped[list[float] | None] = mapped_column(Json, nullable=True)
     area: Mapped[float] = mapped_column(Float, default=0.0)
     iscrowd: Mapped[int] = mapped_column(Integer, default=0)
+    # This row in the DICE document, but for "id" (dataset_svc.documents).
+    doc_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index(None, "dataset_id"),)
 
