@@ -1,6 +1,7 @@
 """UploadImages: receive a client stream of files, store blobs, commit rows at the end.
 
-The stream is one header, then chunks; a chunk with a ``path`` starts a new file. Each
+The stream is one header, then chunks, then an ``end`` message (without it nothing is
+committed); a chunk with a ``path`` starts a new file. Each
 file is hashed while it arrives and kept in memory up to ``upload_spool_bytes`` (beyond
 that it spills to a temp file, so a big file is never held whole), its header decoded once with
 Pillow for width/height (no pixel decoding; more pixels than the limit is a
@@ -36,7 +37,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataset_svc import paths, retention
+from dataset_svc import documents, paths, retention
 from dataset_svc.catalog.db import lock_blob_references
 from dataset_svc.catalog.models import Blob, BlobGuard, Image, utcnow
 from dataset_svc.errors import (
@@ -133,6 +134,8 @@ class Receiver:
         self.result = Received()
         self._seen_paths: set[str] = set()
         self._seen_blobs: set[str] = set()
+        self._files_started = 0
+        self._end: dataset_pb2.UploadImagesEnd | None = None
         self._pending: deque[tuple[Future[bool], int]] = deque()
         self._pending_bytes = 0
         self._pool = ThreadPoolExecutor(STORE_WORKERS, thread_name_prefix="upload-store")
@@ -196,10 +199,46 @@ class Receiver:
             raise invalid_argument(f"chunk.path {exc}", "chunk.path") from None
         return f"{self.prefix}/{path}" if self.prefix else path
 
+    def _chunks(
+        self, requests: Iterator[dataset_pb2.UploadImagesRequest]
+    ) -> Iterator[dataset_pb2.FileChunk]:
+        """The file chunks of a stream (after its header), single or packed, in order, up
+        to its ``end`` message (kept in ``self._end``)."""
+        for request in requests:
+            kind = request.WhichOneof("payload")
+            if kind == "chunk":
+                yield request.chunk
+            elif kind == "chunks":
+                yield from request.chunks.chunks
+            elif kind == "end":
+                self._end = request.end
+                for _ in requests:  # waits for the client to close its side
+                    raise invalid_argument("nothing may follow the end message", "end")
+                return
+            else:
+                raise invalid_argument(
+                    "only the first UploadImages message may be a header", "header"
+                )
+
+    def _check_end(self) -> None:
+        if self._end is None:
+            raise invalid_argument(
+                "the stream stopped without its end message, so nothing was committed (a "
+                'client cancelled half-way looks the same): finish with {"end": {"file_count": '
+                f"{self._files_started}}}}}",
+                "end",
+            )
+        if self._end.file_count != self._files_started:
+            raise invalid_argument(
+                f"end.file_count is {self._end.file_count} but the stream carried "
+                f"{self._files_started} files: nothing was committed",
+                "end.file_count",
+            )
+
     def consume(self, requests: Iterator[dataset_pb2.UploadImagesRequest]) -> Received:
         current: _IncomingFile | None = None
         try:
-            for chunk in _chunks(requests):
+            for chunk in self._chunks(requests):
                 if chunk.path:
                     if current is not None:
                         self._finish(current)
@@ -217,6 +256,7 @@ class Receiver:
                         "split it into several UploadImages calls"
                     )
                 current.write(data, self.settings.max_image_bytes)
+            self._check_end()
             if current is not None:
                 self._finish(current)
                 current = None
@@ -232,6 +272,7 @@ class Receiver:
                 f"more than {self.settings.max_upload_files} files in one upload: "
                 "split it into several UploadImages calls"
             )
+        self._files_started += 1
         path = self._full_path(raw_path)
         return _IncomingFile(path, self.settings.upload_spool_bytes, self.tmp_dir)
 
@@ -276,18 +317,6 @@ class Receiver:
         finally:
             if not f.handed_off:
                 f.discard()
-
-
-def _chunks(requests: Iterator[dataset_pb2.UploadImagesRequest]) -> Iterator[dataset_pb2.FileChunk]:
-    """The file chunks of a stream (after its header), single or packed, in order."""
-    for request in requests:
-        kind = request.WhichOneof("payload")
-        if kind == "chunk":
-            yield request.chunk
-        elif kind == "chunks":
-            yield from request.chunks.chunks
-        else:
-            raise invalid_argument("only the first UploadImages message may be a header", "header")
 
 
 class _IncomingFile:
@@ -413,6 +442,7 @@ def commit(
         row.width, row.height = f.width, f.height
         row.size_bytes = f.size
         row.content_type = f.content_type
+        row.doc_json = documents.image_fragment(f.path, f.width, f.height, f.sha256, f.size)
         changed.append(row)
     session.flush()
     return changed, skipped

@@ -69,7 +69,8 @@ def test_upload_requests_pack_small_files_and_stream_big_ones(tmp_path):
     stream = list(upload_requests("datasets/x", files, message_bytes=1000))
     assert stream[0].WhichOneof("payload") == "header"
     kinds = [m.WhichOneof("payload") for m in stream[1:]]
-    assert kinds == ["chunks", "chunk", "chunk", "chunk", "chunk"]
+    assert kinds == ["chunks", "chunk", "chunk", "chunk", "chunk", "end"]
+    assert stream[-1].end.file_count == 4
     assert [c.path for c in stream[1].chunks.chunks] == ["a.png", "b.png"]
     pieces = [m.chunk for m in stream[2:5]]
     assert [p.path for p in pieces] == ["big.png", "", ""]
@@ -180,8 +181,9 @@ def test_bad_streams_are_invalid_and_commit_nothing(server):
             alice.datasets.UploadImages(stream, timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
         assert field in bad_request_fields(err.value), (field, err.value.details())
-    good_then_bad = list(upload_requests(ds.name, [("fine.png", image_bytes())])) + [
-        D.UploadImagesRequest(chunk=D.FileChunk(path="/etc/passwd", data=b"x"))
+    good_then_bad = without_end(upload_requests(ds.name, [("fine.png", image_bytes())])) + [
+        D.UploadImagesRequest(chunk=D.FileChunk(path="/etc/passwd", data=b"x")),
+        D.UploadImagesRequest(end=D.UploadImagesEnd(file_count=2)),
     ]
     with pytest.raises(grpc.RpcError):
         alice.datasets.UploadImages(iter(good_then_bad), timeout=30)
@@ -199,6 +201,32 @@ def test_too_large_upload_is_resource_exhausted(server):
     assert alice.all_images(ds.name) == []
 
 
+def without_end(stream) -> list:
+    """An upload stream left open: everything but its end message."""
+    return [m for m in stream if m.WhichOneof("payload") != "end"]
+
+
+def test_only_a_stream_with_its_end_message_commits(server):
+    alice = server.user("alice")
+    ds = alice.create_dataset("end of stream")
+    files = [("a.png", image_bytes()), ("b.png", image_bytes(color=(1, 2, 3)))]
+    complete = list(upload_requests(ds.name, files))
+    after_end = complete + [D.UploadImagesRequest(chunk=D.FileChunk(path="c.png", data=b"x"))]
+    wrong_count = complete[:-1] + [D.UploadImagesRequest(end=D.UploadImagesEnd(file_count=3))]
+    for field, stream, words in [
+        ("end", without_end(complete), 'finish with {"end": {"file_count": 2}}'),
+        ("end.file_count", wrong_count, "end.file_count is 3 but the stream carried 2"),
+        ("end", after_end, "nothing may follow the end message"),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            alice.datasets.UploadImages(iter(stream), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, words
+        assert field in bad_request_fields(err.value) and words in err.value.details()
+        assert alice.all_images(ds.name) == []
+    reply = alice.datasets.UploadImages(iter(complete), timeout=30)
+    assert sorted(i.path for i in reply.images) == ["a.png", "b.png"]
+
+
 class Gate:
     """An upload stream that pauses after its first files until released."""
 
@@ -208,11 +236,13 @@ class Gate:
         self.release = threading.Event()
 
     def __iter__(self):
-        yield from upload_requests(self.parent, self.before.items())
+        yield from without_end(upload_requests(self.parent, self.before.items()))
         self.paused.set()
         self.release.wait(60)
         for path, data in self.after.items():
             yield D.UploadImagesRequest(chunk=D.FileChunk(path=path, data=data))
+        count = len(self.before) + len(self.after)
+        yield D.UploadImagesRequest(end=D.UploadImagesEnd(file_count=count))
 
 
 def _assert_clean(server, client, dataset_name) -> None:

@@ -42,7 +42,7 @@ def upload_requests(
     path_prefix: str = "",
     message_bytes: int = MESSAGE_BYTES,
 ) -> Iterator[dataset_pb2.UploadImagesRequest]:
-    """The header, then every file (relative path, bytes or a file on disk) in order."""
+    """The header, every file (relative path, bytes or a file on disk) in order, the end."""
     if message_bytes <= 0:
         raise ValueError("message_bytes must be positive")
     yield dataset_pb2.UploadImagesRequest(
@@ -52,7 +52,9 @@ def upload_requests(
     )
     packed: list[dataset_pb2.FileChunk] = []
     packed_bytes = 0
+    count = 0
     for path, source in files:
+        count += 1
         size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
         if packed and packed_bytes + size > message_bytes:
             yield _packed(packed)
@@ -68,6 +70,7 @@ def upload_requests(
             )
     if packed:
         yield _packed(packed)
+    yield dataset_pb2.UploadImagesRequest(end=dataset_pb2.UploadImagesEnd(file_count=count))
 
 
 def _packed(chunks: list[dataset_pb2.FileChunk]) -> dataset_pb2.UploadImagesRequest:
