@@ -115,16 +115,28 @@ def loads(data: bytes) -> tuple[Any, PolygonTable | None]:
     if data.count(_KEY) < _MIN_BLOCKS:
         return json_loads(data), None
     spans = _find_blocks(data)
-    parsed = _parse_blocks(data, spans) if len(spans) >= _MIN_BLOCKS else None
+    if len(spans) < _MIN_BLOCKS:
+        return json_loads(data), None
+    with ThreadPoolExecutor(1, thread_name_prefix="fastjson") as side:
+        parsing = side.submit(_parse_blocks, data, spans)
+        # The rest of the text meanwhile, as if every block is cut (nearly always so).
+        doc = _loads_or_none(_skeleton(data, spans))
+        parsed = parsing.result()
     if parsed is None:
         return json_loads(data), None
-    buffers, sizes, block_polys, spans = parsed
-    skeleton = _skeleton(data, spans)
-    try:
-        doc = json_loads(skeleton)
-    except ValueError:
+    buffers, sizes, block_polys, kept = parsed
+    if len(kept) != len(spans):  # some blocks were left to the JSON parser: cut again
+        doc = _loads_or_none(_skeleton(data, kept))
+    if doc is None:
         return json.loads(data), None  # raises the error json would report on the real text
     return doc, PolygonTable(buffers, sizes, block_polys)
+
+
+def _loads_or_none(text: bytes) -> Any:
+    try:
+        return json_loads(text)
+    except ValueError:
+        return None
 
 
 def _find_blocks(data: bytes) -> list[tuple[int, int]]:
