@@ -188,7 +188,9 @@ def main() -> None:
         help="where to build files (default: a temporary folder in /dev/shm when there is "
         "one, so that both sides are timed converting rather than waiting on the disk)",
     )
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each side; best is kept")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each side, alternating; best is kept"
+    )
     parser.add_argument("--child", choices=("build", "ours", "peer"), help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
