@@ -9,7 +9,9 @@ its own child process so that peak memory is comparable:
 - peer: ``ultralytics.data.converter.convert_coco(DIR, OUT, use_segments=True,
   cls91to80=False)``.
 
-Times exclude interpreter start-up and imports. The outputs are compared line by line on
+Each side runs ``--repeat`` times (default 3), alternating, each run in a fresh child; the
+best time of each side is reported. Times exclude interpreter start-up and imports. The
+outputs are compared line by line on
 a sample of images. The last line printed is one JSON object: ``ours`` and ``peer``
 (seconds), ``ratio`` = ours / peer, ``ours_peak_rss_mb`` / ``peer_peak_rss_mb`` (peak
 resident memory of each child, imports included) and the RSS after imports of each.
