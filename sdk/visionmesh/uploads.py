@@ -85,5 +85,6 @@ def _pieces(source: FileSource, size: int) -> Iterator[bytes]:
             yield source[start : start + size]
         return
     with open(source, "rb") as f:
+        yield f.read(size)  # even if the file shrank to nothing: this piece carries the path
         while piece := f.read(size):
             yield piece
