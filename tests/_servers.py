@@ -45,7 +45,14 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.addr)
+        """A channel to the server that takes messages of up to 64 MiB either way."""
+        return grpc.insecure_channel(
+            self.addr,
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ],
+        )
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:

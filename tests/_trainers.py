@@ -150,14 +150,8 @@ class TrainerServer:
         return self.process.addr
 
     def channel(self) -> grpc.Channel:
-        channel = grpc.insecure_channel(
-            self.addr,
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ],
-        )
-        self._channels.append(channel)
+        channel = self.process.channel()
+        self._channels.append(channel)  # closed with the server
         return channel
 
     def stub(self, token: str | None = None) -> trainer_pb2_grpc.TrainerServiceStub:
