@@ -222,21 +222,11 @@ class ObjectStore(abc.ABC):
         and the write is abandoned (no object appears) if the second hash differs, so a
         blob's content always matches its key, even if the file changed meanwhile.
         """
-        digest, size = file_sha256(path)
-        key = blob_key(digest)
-        if self.exists(key):
-            return digest
-        with self._open_source(path) as f:
-            self._write_blob(key, digest, size, f)
-        return digest
+        return BlobBatch(self).add_file(path)[0]  # the plain batch stores as it adds
 
     def put_blob_bytes(self, data: bytes) -> str:
         """Store ``data`` content-addressed (deduplicated, atomic); return its sha256."""
-        digest = hashlib.sha256(data).hexdigest()
-        key = blob_key(digest)
-        if not self.exists(key):
-            self.put_bytes(key, data, content_type="application/octet-stream")
-        return digest
+        return BlobBatch(self).add_bytes(data)[0]
 
     def has_blob(self, sha256: str) -> bool:
         return self.exists(blob_key(sha256))
