@@ -416,7 +416,7 @@ def check_kill_and_resume(
         assert [e.epoch for e in epochs] == [1, 2, 3, 4]
         assert final.resume_count == 1 and final.current_epoch == 4
         store = open_store(fake.env["VISIONMESH_STORE_URL"])
-        job_id = job.name.split("/")[1]
+        job_id = job.name.rsplit("/", 1)[1]
         lines = store.get_bytes(f"runs/{job_id}/metrics.jsonl").decode().splitlines()
         assert [_json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
         log = job_log(stub, job.name)

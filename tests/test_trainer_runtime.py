@@ -211,7 +211,7 @@ def test_queue_full_cancel_and_stop_early(fake, data, alice):
     # cancel the running one after an epoch: its weights are discarded
     stream = alice.StreamMetrics(S.StreamMetricsRequest(name=first.name), timeout=300)
     assert next(iter(stream)).metrics.epoch == 1
-    first_id = first.name.split("/")[1]
+    first_id = first.name.rsplit("/", 1)[1]
     assert store.exists(f"checkpoints/{first_id}/last.pt")
     job = alice.CancelJob(S.CancelJobRequest(name=first.name), timeout=60).job
     assert job.state == S.JOB_STATE_CANCELLED, state_name(job.state)
@@ -228,7 +228,7 @@ def test_queue_full_cancel_and_stop_early(fake, data, alice):
     assert final.state == S.JOB_STATE_SUCCEEDED, final.error
     assert 1 <= final.current_epoch < 200
     assert rest[-1].state == S.JOB_STATE_SUCCEEDED
-    third_id = third.name.split("/")[1]
+    third_id = third.name.rsplit("/", 1)[1]
     assert store.exists(f"checkpoints/{third_id}/best.pt")
     assert {c.filename for c in final.checkpoints} >= {"best.pt", "last.pt"}
     with pytest.raises(grpc.RpcError) as err:

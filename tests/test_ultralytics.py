@@ -219,4 +219,4 @@ def test_incompatible_dataset_is_refused_by_the_real_compatibility_check(dataset
     snaps = bob.datasets.ListSnapshots(
         dataset_pb2.ListSnapshotsRequest(parent=dataset.name), timeout=30
     ).snapshots
-    assert any(s.reason.startswith("training jobs/") for s in snaps)
+    assert any(s.reason.startswith("training trainers/ultralytics/jobs/") for s in snaps)

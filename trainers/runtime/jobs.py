@@ -310,8 +310,25 @@ class JobManager:
         with self.lock:
             job = self.jobs.get(job_id)
             if job is None or (owner is not None and job.record.owner != owner):
-                raise JobError("NOT_FOUND", f"job jobs/{job_id} not found")
+                name = records.job_name(self.adapter.framework, job_id)
+                raise JobError("NOT_FOUND", f"job {name} not found")
             return job
+
+    def owning_framework(self, job_id: str, owner: str) -> str | None:
+        """The framework of ``owner``'s job ``job_id`` when another trainer owns it.
+
+        Trainers of one deployment share the object store, so the job's ``job.json`` tells
+        which trainer to ask; None when there is no such job of this caller.
+        """
+        if not records.JOB_ID_RE.match(job_id):
+            return None
+        try:
+            record = JobRecord.from_json(self.store.get_bytes(records.run_key(job_id, "job.json")))
+        except (KeyNotFound, ValueError, TypeError):
+            return None
+        if record.owner != owner or record.framework == self.framework:
+            return None
+        return record.framework
 
     def queue_position(self, job_id: str) -> int:
         with self.lock:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,6 +25,13 @@ SUCCEEDED = "SUCCEEDED"
 FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 INTERRUPTED = "INTERRUPTED"
+# trainers/{framework}/jobs/{job_id}
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+JOB_NAME_RE = re.compile(r"^trainers/([a-z0-9_-]{1,32})/jobs/([A-Za-z0-9_-]{1,64})$")
+CHECKPOINT_NAME_RE = re.compile(
+    r"^trainers/([a-z0-9_-]{1,32})/jobs/([A-Za-z0-9_-]{1,64})/checkpoints/"
+    r"(best\.pt|last\.pt|epoch_[0-9]{1,6}\.pt)$"
+)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({PREPARING, RUNNING})
 
@@ -34,6 +42,15 @@ def run_key(job_id: str, name: str) -> str:
 
 def checkpoint_key(job_id: str, filename: str) -> str:
     return f"checkpoints/{job_id}/{filename}"
+
+
+def trainer_name(framework: str) -> str:
+    return f"trainers/{framework}"
+
+
+def job_name(framework: str, job_id: str) -> str:
+    """The job's resource name: ``trainers/{framework}/jobs/{job_id}`` (AIP-122)."""
+    return f"{trainer_name(framework)}/jobs/{job_id}"
 
 
 def task_enum(task: str) -> int:
@@ -90,7 +107,7 @@ class JobRecord:
 
     @property
     def name(self) -> str:
-        return f"jobs/{self.job_id}"
+        return job_name(self.framework, self.job_id)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
@@ -135,6 +152,7 @@ class JobRecord:
                 getattr(job, attr).CopyFrom(ts)
         for ckpt in self.checkpoints:
             item = job.checkpoints.add(
+                name=f"{self.name}/checkpoints/{ckpt['filename']}",
                 filename=ckpt["filename"],
                 key=ckpt["key"],
                 epoch=int(ckpt.get("epoch", 0)),

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -53,7 +54,7 @@ __all__ = ["TrainerServicer", "main", "task_enum"]
 
 DATASET_RE = re.compile(r"^datasets/[^/]+$")
 SNAPSHOT_RE = re.compile(r"^datasets/[^/]+/snapshots/[^/]+$")
-JOB_RE = re.compile(r"^jobs/([A-Za-z0-9_-]+)$")
+DOWNLOAD_PIECE_BYTES = 1024 * 1024
 DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 TERMINAL_STATES = {
     trainer_pb2.JOB_STATE_SUCCEEDED,
@@ -126,11 +127,16 @@ def _identity() -> tuple[str, str]:
     return f"users/{identity.username}", auth.current_token() or ""
 
 
-def _job_id(name: str) -> str:
-    match = JOB_RE.match(name or "")
+def _parse_job_name(name: str, field: str = "name") -> tuple[str, str]:
+    """(framework, job_id) of ``trainers/{framework}/jobs/{job_id}``."""
+    match = records.JOB_NAME_RE.match(name or "")
     if not match:
-        raise JobError("INVALID_ARGUMENT", f"job name {name!r} is not jobs/{{job_id}}", "name")
-    return match.group(1)
+        raise JobError(
+            "INVALID_ARGUMENT",
+            f"{field} {name!r} is not trainers/{{framework}}/jobs/{{job_id}}",
+            field,
+        )
+    return match.group(1), match.group(2)
 
 
 class DatasetClient:
@@ -276,7 +282,41 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     def _job(self, name: str) -> Job:
         owner, _ = _identity()
-        return self._manager().get(_job_id(name), owner)
+        framework, job_id = _parse_job_name(name)
+        return self._job_by_id(framework, job_id, owner, name)
+
+    def _job_by_id(self, framework: str, job_id: str, owner: str, name: str) -> Job:
+        """The caller's job; NOT_FOUND naming the trainer that owns it when it is not ours."""
+        manager = self._manager()
+        own = self.adapter.framework
+        if framework != own:
+            raise JobError(
+                "NOT_FOUND",
+                f"{name} belongs to trainers/{framework}; this trainer is trainers/{own}: "
+                f"ask trainers/{framework}",
+            )
+        try:
+            return manager.get(job_id, owner)
+        except JobError as exc:
+            other = manager.owning_framework(job_id, owner)
+            if exc.code == "NOT_FOUND" and other:
+                raise JobError(
+                    "NOT_FOUND",
+                    f"{name} not found: job {job_id} belongs to trainers/{other} "
+                    f"(its name is {records.job_name(other, job_id)})",
+                ) from None
+            raise
+
+    def _check_parent(self, parent: str, *, allow_all: bool) -> None:
+        """Accept an empty parent, this trainer's ``trainers/{framework}`` or ``trainers/-``."""
+        own = records.trainer_name(self.adapter.framework)
+        if not parent or parent == own or (allow_all and parent == "trainers/-"):
+            return
+        if not re.match(r"^trainers/[^/]+$", parent):
+            raise JobError(
+                "INVALID_ARGUMENT", f"parent {parent!r} is not trainers/{{framework}}", "parent"
+            )
+        raise JobError("NOT_FOUND", f"{parent} is not served here; this trainer is {own}")
 
     def _proto(self, job: Job) -> trainer_pb2.Job:
         return job.record.to_proto(self._manager().queue_position(job.record.job_id))
@@ -361,6 +401,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     def StartTraining(self, request, context):
         manager = self._manager()
         owner, token = _identity()
+        self._check_parent(request.parent, allow_all=False)
         existing = manager.lookup_request(owner, request.request_id)
         if existing is not None:
             return trainer_pb2.StartTrainingResponse(job=self._proto(existing))
@@ -388,7 +429,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         if self.dataset is None:
             raise JobError("UNAVAILABLE", "no dataset service configured")
         job_id = manager.new_job_id()
-        snapshot = self.dataset.snapshot(spec.dataset, f"training jobs/{job_id}", token)
+        name = records.job_name(self.adapter.framework, job_id)
+        snapshot = self.dataset.snapshot(spec.dataset, f"training {name}", token)
         report = self.dataset.check(
             compatibility_pb2.CheckCompatibilityRequest(
                 dataset=snapshot.name,
@@ -444,6 +486,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     @handle_errors
     def ListJobs(self, request, context):
         owner, _ = _identity()
+        self._check_parent(request.parent, allow_all=True)
         jobs = self._manager().list(owner)
         for key, value in _parse_filter(request.filter):
             if key == "state":
@@ -578,6 +621,42 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                 ) from None
             raise JobError("INTERNAL", f"prediction failed: {message}") from None
         return self._prediction(record, reply, key)
+
+    @handle_stream_errors
+    def DownloadCheckpoint(self, request, context):
+        owner, _ = _identity()
+        match = records.CHECKPOINT_NAME_RE.match(request.name or "")
+        if not match:
+            raise JobError(
+                "INVALID_ARGUMENT",
+                f"name {request.name!r} is not trainers/{{framework}}/jobs/{{job_id}}/"
+                "checkpoints/{best.pt|last.pt|epoch_<n>.pt}",
+                "name",
+            )
+        framework, job_id, filename = match.groups()
+        job = self._job_by_id(framework, job_id, owner, request.name.rsplit("/checkpoints/")[0])
+        key = records.checkpoint_key(job.record.job_id, filename)
+        try:
+            reader = self._manager().store.open_read(key)
+        except KeyNotFound:
+            raise JobError(
+                "NOT_FOUND",
+                f"{job.record.name} has no {filename} ({key}): it is written when an epoch "
+                "ends (best.pt when the metric improves)",
+                "name",
+            ) from None
+        with reader:
+            first = True
+            while True:
+                data = reader.read(DOWNLOAD_PIECE_BYTES)
+                if not data and not first:
+                    break
+                yield httpbody_pb2.HttpBody(
+                    content_type="application/octet-stream" if first else "", data=data
+                )
+                first = False
+                if not context.is_active():
+                    return
 
     @staticmethod
     def _prediction(record: JobRecord, reply: dict[str, Any], key: str) -> Any:
