@@ -106,11 +106,44 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
     return handler
 
 
+def _wrap_stream(method: Callable[..., Any]) -> Callable[..., Any]:
+    """_wrap for server-streaming handlers (generator functions): the checks, lookups and
+    first piece run under _wrap; the rest is streamed lazily with the same error mapping."""
+
+    def first(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        pieces = method(self, request, context)
+        return pieces, next(pieces, None)
+
+    checked = _wrap(first)
+
+    @functools.wraps(method)
+    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        pieces, head = checked(self, request, context)
+        if head is None:
+            return
+        yield head
+        try:
+            yield from pieces
+        except ServiceError as err:
+            context.abort_with_status(err.to_status())
+        except grpc.RpcError:
+            raise
+        except Exception:
+            log.exception("%s failed", method.__qualname__)
+            context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"internal error in {method.__name__}; the server log has the details",
+            )
+
+    return handler
+
+
 def grpc_errors(cls: type) -> type:
     """Class decorator: every public RPC method maps ServiceError to its gRPC status."""
     for name, member in list(vars(cls).items()):
         if name[0].isupper() and inspect.isfunction(member):
-            setattr(cls, name, _wrap(member))
+            wrap = _wrap_stream if inspect.isgeneratorfunction(member) else _wrap
+            setattr(cls, name, wrap(member))
     return cls
 
 

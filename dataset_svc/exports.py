@@ -1,14 +1,18 @@
 """ExportDataset: a zip of the head or a snapshot in DICE (annotations.json + meta.json),
-COCO or YOLO (or ImageFolder), written to ``exports/<dataset_id>/<snapshot_id|head>...zip``.
+COCO or YOLO (or ImageFolder), written to ``exports/<dataset_id>/<export_id>.zip``.
+
+The export is the resource ``datasets/{dataset_id}/exports/{export_id}``, where export_id is
+``<snapshot_id|head>.<format>[-<task>][-labels].u<user id>``: each caller's exports are
+their own objects (a reader of a public dataset never overwrites its owner's export), and
+DownloadExport serves one to the caller who made it only.
 
 Annotation files come from the formats library's writers; images are streamed from their
 blobs into the zip (never held whole in memory) at the path the format wants (DICE and
 COCO keep the original relative paths). For YOLO and COCO, ``task_type`` converts the
 annotations first (compatibility rules; FAILED_PRECONDITION when impossible).
 
-``url``: a presigned GET URL for S3; for the local-folder store, the gateway path
-``/v1/datasets/{dataset_id}/exports/{file name}`` (the gateway serves it to callers who may
-see the dataset).
+``url``: a presigned GET URL for S3; for the local-folder store, the gateway path of
+DownloadExport, ``/v1/datasets/{dataset_id}/exports/{export_id}:download``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from dataset_svc import names
 from dataset_svc.app import App
-from dataset_svc.catalog.models import Dataset
+from dataset_svc.catalog.models import Dataset, User
 from dataset_svc.errors import failed_precondition, invalid_argument
 from visionmesh import compat, formats
 from visionmesh.store import LocalStore, blob_key
@@ -47,6 +51,15 @@ def task_name(task_type: int) -> str | None:
         raise invalid_argument(f"unknown task_type {task_type}", "task_type") from None
 
 
+def export_id_owner(export_id: str) -> str:
+    """The ``u<user id>`` an export id ends with."""
+    return export_id.rsplit(".", 1)[-1]
+
+
+def export_key(dataset_id: str, export_id: str) -> str:
+    return f"exports/{dataset_id}/{export_id}.zip"
+
+
 def _prepare(document: dict[str, Any], fmt: str, task: str | None) -> formats.Dataset:
     read = formats.from_dice_dict(document)
     dataset = read.dataset
@@ -62,6 +75,7 @@ def _prepare(document: dict[str, Any], fmt: str, task: str | None) -> formats.Da
 
 def export(
     app: App,
+    user: User,
     dataset: Dataset,
     document: dict[str, Any],
     request: dataset_pb2.ExportDatasetRequest,
@@ -70,14 +84,23 @@ def export(
     if fmt is None:
         raise invalid_argument(f"unknown format {request.format}", "format")
     task = task_name(request.task_type)
+    if fmt == "imagefolder":
+        if request.annotations_only:
+            raise invalid_argument(
+                "an ImageFolder export is its images in class folders: annotations_only "
+                "does not apply",
+                "annotations_only",
+            )
+        # class folders need one label per image: dominant class for boxes and polygons
+        task = "image_classification"
     ref = names.parse_dataset_or_snapshot(request.name)
     model = _prepare(document, fmt, task)
     sha_of = {im["file_name"]: im.get("sha256", "") for im in document["images"]}
     suffix = f"{fmt}-{task}" if task and fmt != "dice" else fmt
     if request.annotations_only:
         suffix += "-labels"
-    file_name = f"{ref.snapshot_id or 'head'}.{suffix}.zip"
-    key = f"exports/{dataset.id}/{file_name}"
+    export_id = f"{ref.snapshot_id or 'head'}.{suffix}.u{user.id}"
+    key = export_key(dataset.id, export_id)
     app.settings.export_tmp_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=app.settings.export_tmp_dir))
     try:
@@ -100,16 +123,19 @@ def export(
         app.store.put_file(key, archive, content_type="application/zip")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    name = names.export_name(dataset.id, export_id)
     if isinstance(app.store, LocalStore):
-        url = f"/v1/{names.dataset_name(dataset.id)}/exports/{file_name}"
+        url = f"/v1/{name}:download"
     else:
         url = app.store.presigned_url(key, 3600) or ""
+    image_count = len(model.images) if request.annotations_only else len(written.images)
     return dataset_pb2.ExportDatasetResponse(
         export_key=key,
+        export=name,
         url=url,
         size_bytes=size,
         sha256=digest.hexdigest(),
-        image_count=len(model.images),
+        image_count=image_count,
         annotation_count=len(model.annotations),
     )
 

@@ -4,6 +4,7 @@
 - ``datasets/{dataset_id}``
 - ``datasets/{dataset_id}/images/{image_id}``
 - ``datasets/{dataset_id}/snapshots/{snapshot_id}``
+- ``datasets/{dataset_id}/exports/{export_id}`` (an export zip, readable by its exporter)
 """
 
 from __future__ import annotations
@@ -106,3 +107,24 @@ def parse_dataset_or_snapshot(name: str, field: str = "name") -> DatasetOrSnapsh
         "datasets/{dataset_id}/snapshots/{snapshot_id}",
         field,
     )
+
+
+_EXPORT = re.compile(rf"^datasets/({_ID})/exports/([A-Za-z0-9][A-Za-z0-9._-]{{0,159}})$")
+
+
+def export_name(dataset_id: str, export_id: str) -> str:
+    return f"datasets/{dataset_id}/exports/{export_id}"
+
+
+def parse_export(name: str, field: str = "name") -> tuple[str, str]:
+    """(dataset id, export id) of ``datasets/{dataset_id}/exports/{export_id}``."""
+    if not name:
+        raise _missing(field, "datasets/{dataset_id}/exports/{export_id}")
+    match = _EXPORT.match(name)
+    if not match:
+        raise invalid_argument(
+            f"{field} {name!r} is not an export name: expected "
+            "datasets/{dataset_id}/exports/{export_id} (ExportDatasetResponse.export)",
+            field,
+        )
+    return match.group(1), match.group(2)

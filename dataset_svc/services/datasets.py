@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from dataset_svc import (
+    content,
     convert,
     datasets,
     diff,
@@ -32,7 +33,7 @@ from dataset_svc import (
 )
 from dataset_svc.app import App
 from dataset_svc.catalog.models import Dataset, User, utcnow
-from dataset_svc.errors import grpc_errors, invalid_argument, log
+from dataset_svc.errors import grpc_errors, invalid_argument, log, not_found
 from dataset_svc.permissions import readable_dataset, writable_dataset
 from visionmesh.store import KeyNotFound
 from visionmesh.v1 import dataset_pb2, dataset_pb2_grpc
@@ -254,4 +255,28 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
         with self.app.catalog.session() as session:
             user = identity.caller(session)
             dataset, document = load_document(session, self.app, user, request.name, "name")
-        return exports.export(self.app, dataset, document, request)
+        return exports.export(self.app, user, dataset, document, request)
+
+    # -- bytes out ---------------------------------------------------------------------------
+
+    def GetImageContent(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id, image_id = names.parse_image(request.name)
+        content.check_thumbnail_size(request.thumbnail_size)
+        with self.app.catalog.session() as session:
+            readable_dataset(session, identity.caller(session), dataset_id)
+            row = images.get(session, dataset_id, image_id)
+            sha256, content_type = row.sha256, row.content_type
+        yield from content.image_content(
+            self.app.store, sha256, content_type, request.thumbnail_size, request.name
+        )
+
+    def DownloadExport(self, request, context):  # type: ignore[no-untyped-def]
+        dataset_id, export_id = names.parse_export(request.name)
+        with self.app.catalog.session() as session:
+            user = identity.caller(session)
+            readable_dataset(session, user, dataset_id)
+            if exports.export_id_owner(export_id) != f"u{user.id}":
+                raise not_found(f"export {request.name} not found: run ExportDataset first")
+        yield from content.export_content(
+            self.app.store, exports.export_key(dataset_id, export_id), request.name
+        )
