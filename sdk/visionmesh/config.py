@@ -8,6 +8,7 @@ Every address, path and secret comes from here so that one place documents them:
   with the usual ``AWS_*`` variables and ``AWS_ENDPOINT_URL`` for R2/MinIO).
 - ``VISIONMESH_DATASET_ADDR`` (default ``127.0.0.1:50050``).
 - ``VISIONMESH_TRAINERS`` (default ``timm=127.0.0.1:50051,ultralytics=127.0.0.1:50052,hf=127.0.0.1:50053``).
+- ``VISIONMESH_GATEWAY_ADDR`` (default ``127.0.0.1:8000``): where ``python -m gateway`` listens.
 - ``VISIONMESH_JWT_PRIVATE_KEY`` / ``VISIONMESH_JWT_PUBLIC_KEY``: PEM file paths (default under
   ``$VISIONMESH_HOME/keys/``); only dataset_svc reads the private key.
 """
@@ -41,6 +42,7 @@ class Settings:
     trainers: dict[str, str]
     jwt_private_key: Path
     jwt_public_key: Path
+    gateway_addr: str = DEFAULT_ADDRESSES["gateway"]
 
 
 def parse_trainers(spec: str) -> dict[str, str]:
@@ -71,4 +73,5 @@ def load() -> Settings:
         jwt_public_key=Path(
             _env("VISIONMESH_JWT_PUBLIC_KEY", str(home / "keys" / "jwt_ed25519.pub.pem"))
         ),
+        gateway_addr=_env("VISIONMESH_GATEWAY_ADDR", DEFAULT_ADDRESSES["gateway"]),
     )
