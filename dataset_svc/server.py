@@ -17,12 +17,15 @@ from PIL import Image as PILImage
 from dataset_svc import gc, uploads
 from dataset_svc.app import App
 from dataset_svc.identity import PUBLIC_METHODS
+from dataset_svc.services.assistant import AssistantService
 from dataset_svc.services.auth import AuthService
 from dataset_svc.services.compatibility import CompatibilityService
 from dataset_svc.services.datasets import DatasetService
 from visionmesh import auth, config
 from visionmesh.server import Service, parse_args, run, service_name
 from visionmesh.v1 import (
+    assistant_pb2,
+    assistant_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
     compatibility_pb2,
@@ -50,6 +53,11 @@ def build_services(app: App) -> list[Service]:
             service_name(compatibility_pb2, "CompatibilityService"),
             compatibility_pb2_grpc.add_CompatibilityServiceServicer_to_server,
             CompatibilityService(app),
+        ),
+        Service(
+            service_name(assistant_pb2, "AssistantService"),
+            assistant_pb2_grpc.add_AssistantServiceServicer_to_server,
+            AssistantService(app),
         ),
     ]
 

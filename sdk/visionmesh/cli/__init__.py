@@ -1,7 +1,8 @@
 """The ``vmesh`` command line.
 
 Each command group lives in its own module exposing ``register(subparsers)``; the module
-adds its sub-commands and sets ``func`` on each parser. ``main`` dispatches.
+adds its sub-commands and sets ``func`` on each parser. ``main`` dispatches, and turns
+errors into a message on stderr and an exit code (see ``_common.EXIT_CODES_HELP``).
 """
 
 from __future__ import annotations
@@ -10,14 +11,26 @@ import argparse
 import importlib
 import sys
 
+from visionmesh.cli._common import EXIT_CODES_HELP, INTERRUPTED, USAGE, common_options, run_command
+
 # Modules that contribute commands, in the order they appear in --help.
 COMMAND_MODULES = [
+    "visionmesh.cli.account",
+    "visionmesh.cli.datasets",
+    "visionmesh.cli.training",
+    "visionmesh.cli.assist",
     "visionmesh.cli.convert",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vmesh", description="visionmesh command line")
+    parser = argparse.ArgumentParser(
+        prog="vmesh",
+        description="visionmesh command line: datasets, training and predictions over gRPC",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common_options()],
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         try:
@@ -34,9 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        if getattr(args, "usage_parser", None):
+            args.usage_parser.print_help()
+        else:
+            parser.print_help()
+        return USAGE
+    try:
+        return run_command(args.func, args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        return 0
 
 
 if __name__ == "__main__":
