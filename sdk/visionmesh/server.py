@@ -22,7 +22,8 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+
+from visionmesh.reflection import enable_reflection
 
 log = logging.getLogger("visionmesh.server")
 
@@ -84,10 +85,7 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         for service in self.services:
             service.add_to_server(service.servicer, self._grpc)
-        reflection.enable_server_reflection(
-            [s.full_name for s in self.services] + [health.SERVICE_NAME, reflection.SERVICE_NAME],
-            self._grpc,
-        )
+        enable_reflection([s.full_name for s in self.services] + [health.SERVICE_NAME], self._grpc)
         self.port = 0
         self._serving: bool | None = None
         self._stopped = threading.Event()
