@@ -1,0 +1,184 @@
+"""The web UI in headless Chromium, against a real gateway in front of real services.
+
+* :func:`start_gateway` runs ``python -m gateway --listen 127.0.0.1:0`` in a child process
+  wired to a dataset_svc (and trainers) and waits until ``/healthz`` answers.
+* :func:`launch_browser` starts Debian's ``/usr/bin/chromium`` through playwright (never a
+  browser that playwright downloads) with networking extras off; tests skip with a reason
+  when either is missing.
+* :func:`axe_violations` injects axe-core from ``node_modules`` (npm) into a page and
+  returns its serious and critical violations.
+* :func:`screenshot` saves ``var/screenshots/<name>.png`` (gitignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests._servers import ROOT, child_env
+
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+SCREENSHOTS = ROOT / "var" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVING = re.compile(r"gateway serving on (\S+):(\d+)")
+
+
+@dataclass
+class GatewayProcess:
+    proc: subprocess.Popen
+    log_path: Path
+    url: str = ""
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_gateway(
+    dataset_addr: str, trainers: dict[str, str] | None = None, *, timeout: float = 60
+) -> GatewayProcess:
+    """``python -m gateway`` on a free port, routing to ``dataset_addr`` and ``trainers``."""
+    log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", delete=False)
+    env = child_env(
+        {
+            "VISIONMESH_DATASET_ADDR": dataset_addr,
+            "VISIONMESH_TRAINERS": ",".join(f"{k}={v}" for k, v in (trainers or {}).items()),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--listen", "127.0.0.1:0"],
+        cwd=ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    gw = GatewayProcess(proc, Path(log_file.name))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = SERVING.search(gw.log())
+        if match:
+            gw.url = f"http://{match.group(1)}:{match.group(2)}"
+            break
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {proc.returncode}:\n{gw.log()[-3000:]}")
+        time.sleep(0.05)
+    else:
+        gw.stop()
+        raise AssertionError(f"gateway printed no serving line:\n{gw.log()[-3000:]}")
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{gw.url}/healthz", timeout=2).status_code in (200, 503):
+                return gw
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    gw.stop()
+    raise AssertionError(f"gateway /healthz never answered:\n{gw.log()[-3000:]}")
+
+
+def require_browser() -> None:
+    """Skip (with the reason) when Chromium or playwright is not installed."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is absent (apt-get install chromium; .ci/run does)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    if not AXE.exists():
+        pytest.skip(f"{AXE} is absent (npm install)")
+
+
+def launch_browser(playwright: Any) -> Any:
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+def new_page(browser: Any, base_url: str, token: str = "", user: dict | None = None) -> Any:
+    """A page of a fresh context (1280x800); with ``token`` the session is already signed in."""
+    context = browser.new_context(
+        base_url=base_url, viewport={"width": 1280, "height": 800}, accept_downloads=True
+    )
+    context.set_default_timeout(20_000)
+    if token:
+        context.add_init_script(
+            "sessionStorage.setItem('visionmesh.token', %s);"
+            "sessionStorage.setItem('visionmesh.user', %s);"
+            % (json.dumps(token), json.dumps(json.dumps(user or {})))
+        )
+    page = context.new_page()
+    page.external_requests = []  # type: ignore[attr-defined]
+    page.console_errors = []  # type: ignore[attr-defined]
+    host = base_url.split("//", 1)[1]
+
+    def on_request(request: Any) -> None:
+        url = request.url
+        if not (url.startswith(("blob:", "data:")) or url.split("//", 1)[-1].startswith(host)):
+            page.external_requests.append(url)  # type: ignore[attr-defined]
+
+    page.on("request", on_request)
+    page.on(
+        "console",
+        lambda msg: msg.type == "error" and page.console_errors.append(msg.text),  # type: ignore[attr-defined]
+    )
+    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))  # type: ignore[attr-defined]
+    return page
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        """async () => {
+            const r = await axe.run(document, {resultTypes: ["violations"]});
+            return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.slice(0, 5).map(n => n.target.join(" ") + " :: " + n.failureSummary)}));
+        }"""
+    )
+    return [v for v in result if v["impact"] in ("serious", "critical")]
+
+
+def assert_accessible(page: Any, what: str) -> None:
+    bad = axe_violations(page)
+    assert not bad, f"axe on {what}: " + json.dumps(bad, indent=1)
+
+
+def screenshot(page: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    """A scratch copy of a sample folder (sample data is read-only and never edited)."""
+    shutil.copytree(src, dst)
+    return dst
