@@ -517,8 +517,10 @@ class Gateway:
         name = getattr(message, "name", "") or ""
         if name:
             filename = name.rsplit("/", 1)[-1]
-            if "." not in filename:
-                filename += mimetypes.guess_extension(content_type.split(";")[0]) or ""
+            kind = content_type.split(";")[0].strip()
+            ext = "" if kind == "application/octet-stream" else mimetypes.guess_extension(kind)
+            if ext and not filename.lower().endswith(ext):
+                filename += ext
             disposition = "attachment" if method.name.startswith("Download") else "inline"
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
             headers["Content-Disposition"] = f'{disposition}; filename="{safe}"'

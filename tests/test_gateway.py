@@ -332,8 +332,10 @@ def test_folder_upload_import_snapshot_diff_export_download(stack):
         assert imported.status_code == 200, imported.text
         assert imported.json()["variant"].startswith("yolo")
         assert imported.json()["annotationCount"] > 0
-        second = http.post(f"/v1/{name}/snapshots", json={"versionName": "v2"}).json()
-        diff = http.get(f"/v1/{first.json()['name']}:diff", params={"target": second["name"]})
+        second = http.post(f"/v1/{name}/snapshots", json={"versionName": "v2"}).json()["snapshot"]
+        diff = http.get(
+            f"/v1/{first.json()['snapshot']['name']}:diff", params={"target": second["name"]}
+        )
         assert diff.status_code == 200, diff.text
         assert diff.json()["addedAnnotationCount"] == imported.json()["annotationCount"]
 
