@@ -16,9 +16,12 @@ from visionmesh.v1 import common_pb2, dataset_pb2
 server = dataset_server_fixture(BACKENDS)
 D = dataset_pb2
 F = common_pb2
+# coco8 has no data.yaml: its class names come with the request (an import without names
+# is refused unless allow_warnings).
+COCO_NAMES = {"class_names": [f"class{i}" for i in range(80)]}
 FOLDERS = {
-    "det-coco8": ("yolo-detect", {}),
-    "seg-coco8": ("yolo-segment", {}),
+    "det-coco8": ("yolo-detect", COCO_NAMES),
+    "seg-coco8": ("yolo-segment", COCO_NAMES),
     "cls-imagenet-10": (
         "imagefolder",
         {"format": F.ANNOTATION_FORMAT_IMAGEFOLDER, "allow_warnings": True},

@@ -24,19 +24,24 @@ def _number(rng: random.Random) -> float | int:
     return round(rng.uniform(0, 2000), rng.randrange(0, 4))
 
 
-def coco_doc(n: int = 120, seed: int = 0) -> dict:
+def coco_doc(n: int = 120, seed: int = 0, inside: bool = False) -> dict:
+    """A COCO document of random polygons; ``inside``: every point inside its image (for
+    tests that read it as a dataset, which reports points outside the image)."""
     rng = random.Random(seed)
     anns = []
+    size = 5000 if inside else 10
     for i in range(n):
         polys = [
             [_number(rng) for _ in range(2 * rng.randrange(3, 9))]
             for _ in range(rng.choice([1, 1, 2]))
         ]
+        if inside:
+            polys = [[abs(v) for v in p] for p in polys]
         anns.append({"id": i + 1, "image_id": 1, "category_id": 1, "segmentation": polys,
                      "bbox": [1.5, 2, 3, 4.25], "area": 1.0, "iscrowd": 0})  # fmt: skip
     return {
         "info": {"description": 'a "segmentation": [[1,2]] inside a string'},
-        "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+        "images": [{"id": 1, "file_name": "a.jpg", "width": size, "height": size}],
         "annotations": anns,
         "categories": [{"id": 1, "name": "x"}],
     }
@@ -115,7 +120,7 @@ def test_what_orjson_refuses_json_still_reads() -> None:
 
 
 def test_an_id_beyond_64_bits_is_reported(tmp_path: Path) -> None:
-    doc = coco_doc(n=80)
+    doc = coco_doc(n=80, inside=True)
     doc["annotations"][3]["id"] = 123456789012345678901234  # orjson reads it as a float
     (tmp_path / "annotations.json").write_text(json.dumps(doc))
     result = formats.read(tmp_path, check_images=False)
@@ -129,7 +134,7 @@ def test_small_documents_use_plain_json() -> None:
 
 
 def test_reader_with_markers_outside_annotations_rereads(tmp_path: Path) -> None:
-    doc = coco_doc()
+    doc = coco_doc(inside=True)
     doc["extra"] = [{"segmentation": [[1, 2, 3, 4, 5, 6]]} for _ in range(70)]
     (tmp_path / "annotations.json").write_text(json.dumps(doc))
     result = formats.read(tmp_path, check_images=False)
@@ -139,7 +144,7 @@ def test_reader_with_markers_outside_annotations_rereads(tmp_path: Path) -> None
 
 
 def test_reader_validates_array_polygons(tmp_path: Path) -> None:
-    doc = coco_doc()
+    doc = coco_doc(inside=True)
     doc["annotations"][5]["segmentation"] = [[1, 2, 3, 4]]  # still cut out, but too short
     (tmp_path / "annotations.json").write_text(json.dumps(doc))
     result = formats.read(tmp_path, check_images=False)

@@ -374,7 +374,7 @@ def test_catalog_of_bad_yolo_labels(
 
 
 def test_yolo_duplicate_line_and_orphan_label_are_warnings(tmp_path: Path) -> None:
-    result = _yolo(tmp_path, "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")
+    result = _yolo(tmp_path, "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n", "names: [box]\n")
     (tmp_path / "labels/train/ghost.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     assert result.ok and [p.path for p in result.warnings] == ["labels/train/a.txt:2"]
     again = formats.read(tmp_path)

@@ -95,12 +95,12 @@ def test_given_splits_are_kept() -> None:
     assert result.splits == {1: "train", 2: "train", 3: "val", 4: "test", 5: "train", 6: "val"}
 
 
-def test_missing_val_is_carved_from_train() -> None:
+def test_given_splits_without_val_are_never_changed() -> None:
     ds = _dataset(["train"] * 10 + ["test"])
     result = resolve_splits(ds, seed=0)
-    assert result.generated and result.warnings
-    assert result.splits[11] == "test"
-    assert 1 <= sum(s == "val" for s in result.splits.values()) <= 3
+    assert not result.generated
+    assert result.splits == {**{i: "train" for i in range(1, 11)}, 11: "test"}
+    assert result.warnings == ["no val images were given; the given splits are kept"]
 
 
 def test_partial_splits_fill_the_rest() -> None:
@@ -111,9 +111,10 @@ def test_partial_splits_fill_the_rest() -> None:
     assert "4 image(s) had no split" in result.warnings[0]
 
 
-def test_no_training_images_given() -> None:
-    with pytest.raises(SplitError, match="no training images"):
-        resolve_splits(_dataset(["val", "val"]))
+def test_no_training_images_given_are_kept_and_said() -> None:
+    result = resolve_splits(_dataset(["val", "val"]))
+    assert result.splits == {1: "val", 2: "val"}
+    assert result.warnings == ["no train images: every image is in val as given"]
 
 
 def test_apply_splits() -> None:

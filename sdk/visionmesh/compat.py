@@ -424,6 +424,8 @@ def _split_and_count(
     in_split: dict[int, set[str]] = defaultdict(set)
     for split, cid in anns:
         in_split[cid].add(split)
+    if "val" not in code or "train" not in code:
+        return  # resolve_splits said so once; per-class lines would only repeat it
     for cid in sorted(in_split, key=str):
         present = in_split[cid]
         name = names.get(cid, str(cid))
@@ -434,6 +436,11 @@ def _split_and_count(
             report.warnings.append(f"class {name!r} has no val images")
 
 
+def _fraction(val_fraction: float | None) -> float:
+    """None means the default; 0 means no val split (not the default)."""
+    return DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+
+
 def check(
     dataset: Dataset,
     task: str,
@@ -442,7 +449,7 @@ def check(
     val_fraction: float = DEFAULT_VAL_FRACTION,
 ) -> CompatibilityReport:
     """What training ``task`` on ``dataset`` would use, convert, drop and split."""
-    return _analyse(dataset, task, split_seed, val_fraction or DEFAULT_VAL_FRACTION)[1]
+    return _analyse(dataset, task, split_seed, _fraction(val_fraction))[1]
 
 
 def convert(dataset: Dataset, task: str) -> Dataset:
@@ -467,7 +474,7 @@ def _converted(dataset: Dataset, task: str, plan: _Plan) -> Dataset:
     return Dataset(
         categories=[dataclasses.replace(c) for c in categories],
         images=[
-            Image(im.id, im.path, im.width, im.height, im.split, im.sha256, im.origin)
+            Image(im.id, im.path, im.width, im.height, im.split, im.sha256, im.origin, im.extra)
             for im in dataset.images
             if im.id in usable
         ],
@@ -488,7 +495,7 @@ def prepare(
     The dataset is None when the report is not compatible. Every image of the returned
     dataset has its split (given, or made with ``split_seed``).
     """
-    plan, report = _analyse(dataset, task, split_seed, val_fraction or DEFAULT_VAL_FRACTION)
+    plan, report = _analyse(dataset, task, split_seed, _fraction(val_fraction))
     if not report.compatible:
         return None, report
     out = _converted(dataset, report.task, plan)

@@ -1,6 +1,6 @@
 """Train/val splits: the images' own splits where given, else a seeded, stratified split.
 
-The generated split is deterministic for a seed, puts about ``val_fraction`` of the images
+Given splits are never changed. The generated split is deterministic for a seed, puts about ``val_fraction`` of the images
 in val, and keeps two promises: every class that appears in val also appears in train,
 and val is never the same set as train (both are non-empty and disjoint).
 
@@ -122,6 +122,23 @@ def image_classes(dataset: Dataset) -> dict[int, set[int]]:
     return out
 
 
+def best_split(
+    labels: Mapping[int, Collection[int]], *, seed: int, val_fraction: float
+) -> tuple[dict[int, str], list[str]]:
+    """A stratified split when one can be made, else the best possible: every image in train
+    (with a warning saying why). ``val_fraction`` 0 means no val split at all."""
+    if val_fraction == 0:
+        return {i: "train" for i in labels}, []
+    if not 0 < val_fraction < 1:
+        raise SplitError(f"val_fraction {val_fraction} must be between 0 and 1")
+    try:
+        return stratified_split(labels, seed=seed, val_fraction=val_fraction), []
+    except SplitError as exc:
+        return {i: "train" for i in labels}, [
+            f"no val split could be made ({exc}); all {len(labels)} image(s) are in train"
+        ]
+
+
 def resolve_splits(
     dataset: Dataset,
     *,
@@ -129,47 +146,43 @@ def resolve_splits(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     labels: Mapping[int, Collection[int]] | None = None,
 ) -> SplitResult:
-    """Each image's split: given ones are kept; missing ones (or a missing val) are made.
+    """Each image's split: given ones are kept as they are; missing ones are made.
 
+    A given split is never changed: a dataset given only train images gets no val (and a
+    warning saying so), one given only val images has no train (warned too). Images
+    without a split are split among themselves with ``seed`` (stratified, see
+    :func:`stratified_split`); when that is impossible (too few images, every class on
+    one image) they all go to train, with a warning. ``val_fraction`` 0: no val split.
     ``labels`` (image id -> classes) defaults to the dataset's annotations; pass the
     classes after a task conversion to stratify on what will actually be trained.
+    Raises SplitError only for a ``val_fraction`` outside [0, 1).
     """
     labels = image_classes(dataset) if labels is None else labels
     given = {im.id: im.split for im in dataset.images if im.split}
     ids = [im.id for im in dataset.images if im.id in labels]
     result = SplitResult({}, False, seed, val_fraction)
-    missing = [i for i in ids if i not in given]
-    if not missing:
-        result.splits = {i: given[i] for i in ids}
-        present = set(result.splits.values())
-        if "train" not in present:
-            raise SplitError("the given splits have no training images")
-        if "val" not in present:
-            train = {i: labels[i] for i in ids if given[i] == "train"}
-            carved = stratified_split(train, seed=seed, val_fraction=val_fraction)
-            result.splits.update(carved)
-            result.generated = True
-            result.warnings.append(
-                f"the given splits have no val images; {sum(v == 'val' for v in carved.values())} "
-                f"training images were moved to val (seed {seed})"
-            )
-        return result
-    result.generated = True
-    if len(missing) == len(ids):
-        result.splits = stratified_split(
-            {i: labels[i] for i in ids}, seed=seed, val_fraction=val_fraction
-        )
-        return result
-    # Some images have a split, others not: split the rest on its own.
     result.splits = {i: given[i] for i in ids if i in given}
-    rest = {i: labels[i] for i in missing}
-    if len(rest) >= 2:
-        result.splits.update(stratified_split(rest, seed=seed, val_fraction=val_fraction))
-    else:
-        result.splits.update({i: "train" for i in rest})
-    result.warnings.append(
-        f"{len(missing)} image(s) had no split; they were split with seed {seed}"
-    )
+    missing = [i for i in ids if i not in given]
+    if missing:
+        made, warnings = best_split(
+            {i: labels[i] for i in missing}, seed=seed, val_fraction=val_fraction
+        )
+        result.splits.update(made)
+        result.generated = True
+        result.warnings.extend(warnings)
+        if given:
+            result.warnings.append(
+                f"{len(missing)} image(s) had no split; they were split with seed {seed}"
+            )
+    present = set(result.splits.values())
+    if ids and "train" not in present:
+        result.warnings.append(
+            "no train images: every image is in "
+            + " and ".join(s for s in ("val", "test") if s in present)
+            + " as given"
+        )
+    elif ids and "val" not in present and val_fraction != 0 and given:
+        result.warnings.append("no val images were given; the given splits are kept")
     return result
 
 

@@ -7,6 +7,7 @@ Exit status: 0 done, 1 the input was refused (its problems are listed on stderr)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from .. import compat, formats, shapes
 from ..formats import Problem
 from ..formats.images import PLACE_MODES
 from ..formats.reader import gc_paused
+from ..formats.yolo_read import YamlLimitError, safe_yaml_load
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -97,7 +99,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def load_names(path: str) -> list[str]:
     text = Path(path).read_text(encoding="utf-8")
     if path.endswith((".yaml", ".yml")):
-        data = yaml.safe_load(text)
+        try:
+            data = safe_yaml_load(text)
+        except (YamlLimitError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
         names = data.get("names") if isinstance(data, dict) else data
         if isinstance(names, dict):
             return [str(names[k]) for k in sorted(names, key=int)]
@@ -140,10 +145,44 @@ def _read(args: argparse.Namespace, check_images: bool) -> formats.ReadResult | 
 
 def _describe(result: formats.ReadResult) -> str:
     ds = result.dataset
+    layout = f"\nlayout: {result.layout}" if result.layout else ""
     return (
         f"read {result.variant or 'nothing'}: {len(ds.images)} images, "
-        f"{len(ds.annotations)} annotations, {len(ds.categories)} categories"
+        f"{len(ds.annotations)} annotations, {len(ds.categories)} categories{layout}"
     )
+
+
+def _print_notes(result: formats.ReadResult) -> None:
+    for p in result.notes:
+        print(p)
+
+
+def _everything(
+    result: formats.ReadResult, report: compat.CompatibilityReport, prepared: formats.Dataset
+) -> formats.Dataset:
+    """For COCO and DICE, which hold every annotation: the dataset as read (crowd regions,
+    keypoints and every extra field kept), images split as the report says."""
+    source = result.dataset
+    splits = report.splits
+    images = [
+        dataclasses.replace(im, split=splits.get(im.id) or im.split or "train")
+        for im in source.images
+    ]
+    return dataclasses.replace(source, images=images, info={**prepared.info, **source.info})
+
+
+def _with_crowd(result: formats.ReadResult, prepared: formats.Dataset) -> formats.Dataset:
+    """The converted dataset plus the crowd regions on its images (COCO holds them)."""
+    images = {im.id for im in prepared.images}
+    cats = {c.id for c in prepared.categories}
+    crowd = [
+        a
+        for a in result.dataset.annotations
+        if a.iscrowd and a.image_id in images and a.category_id in cats
+    ]
+    if crowd:
+        prepared.annotations = prepared.annotations + crowd
+    return prepared
 
 
 def run_convert(args: argparse.Namespace) -> int:
@@ -164,6 +203,7 @@ def _convert(args: argparse.Namespace) -> int:
     if isinstance(result, int):
         return result
     print(_describe(result))
+    _print_notes(result)
     if not result.ok:
         _print_problems(result.errors + result.warnings, args.max_problems)
         return _fail(f"{args.src}: refused, {len(result.errors)} error(s)")
@@ -186,6 +226,12 @@ def _convert(args: argparse.Namespace) -> int:
         for e in report.errors:
             print(f"error: {e}", file=sys.stderr)
         return _fail(f"{args.src} cannot train {task}")
+    if args.to in ("coco", "dice"):
+        # These hold everything: nothing is dropped that the task does not require.
+        if not args.task:
+            dataset = _everything(result, report, dataset)
+        else:
+            dataset = _with_crowd(result, dataset)
     source = formats.open_source(args.src, args.images_dir)
     written = formats.write(
         dataset,
@@ -220,6 +266,7 @@ def run_validate(args: argparse.Namespace) -> int:
     if args.json:
         doc: dict[str, Any] = {
             "variant": result.variant,
+            "layout": result.layout,
             "documents": result.documents,
             "summary": result.dataset.summary(),
             "problems": [p.to_dict() for p in result.problems],
@@ -230,6 +277,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(_describe(result))
+        _print_notes(result)
         _print_problems(result.errors + result.warnings, args.max_problems)
         if report is not None:
             _print_report(report)

@@ -13,10 +13,40 @@ import numpy as np
 from .fastjson import MARKER_BASE, PolygonTable
 from .geometry import annotation_area, bbox_of_annotation
 from .model import BACKGROUND, Annotation, Category, Dataset, Image
-from .paths import SPLIT_NAMES
+from .paths import NO_SPLIT, split_name
 from .problems import ProblemList
 
-_DATASET_INFO_KEYS = ("storage_info", "task_type", "description", "info")
+_DATASET_INFO_KEYS = ("storage_info", "task_type", "description", "info", "licenses", "type")
+# Keys the model has fields for (or derives): everything else is kept in ``extra``.
+_IMAGE_KEYS = frozenset(
+    {"id", "file_name", "width", "height", "split", "sha256", "annotations", "annotation"}
+)
+ANNOTATION_KEYS = frozenset(
+    {
+        "id",
+        "image_id",
+        "category_id",
+        "bbox",
+        "segmentation",
+        "keypoints",
+        "num_keypoints",
+        "area",
+        "iscrowd",
+        # DICE nested / v1.0 spellings, read into the fields above
+        "class_id",
+        "class_name",
+        "bbox_format",
+        "is_background",
+    }
+)
+_CATEGORY_KEYS = frozenset({"id", "name", "supercategory", "keypoints", "skeleton", "color"})
+
+
+def extra_keys(raw: dict, known: frozenset) -> dict[str, Any] | None:
+    """The keys of ``raw`` the model has no field for, None when there are none."""
+    if raw.keys() <= known:
+        return None
+    return {k: v for k, v in raw.items() if k not in known}
 
 
 def _is_list(value: Any) -> bool:
@@ -55,16 +85,17 @@ def parse_categories(
                 skeleton,
                 c.get("color") or "",
                 path,
+                extra_keys(c, _CATEGORY_KEYS),
             )
         )
     return out
 
 
 def normalize_split(value: Any, path: str, problems: ProblemList) -> str:
-    if value in (None, ""):
+    if value is None or (isinstance(value, str) and value.strip().lower() in NO_SPLIT):
         return ""
-    split = SPLIT_NAMES.get(str(value).lower()) if isinstance(value, str) else None
-    if split is None:
+    split = split_name(value) if isinstance(value, str) else ""
+    if not split:
         problems.warning(path, f"unknown split {value!r} (expected train, val or test); ignored")
         return ""
     return split
@@ -97,6 +128,7 @@ def parse_image(
         split,
         raw.get("sha256") or "",
         path if keep_origin else None,
+        extra_keys(raw, _IMAGE_KEYS),
     )
 
 
@@ -141,13 +173,39 @@ def parse_coco(
     if not _is_list(raw_anns):
         problems.error(prefix + "annotations", "'annotations' must be a list")
         raw_anns = []
+    if raw_anns and type(raw_anns[0]) is dict and "segments_info" in raw_anns[0]:
+        raw_anns = panoptic_segments(raw_anns, problems, prefix)
     ds.annotations = _parse_annotations(raw_anns, problems, prefix, consume, table)
     for key in _DATASET_INFO_KEYS:
-        if key in doc and key != "info":
+        if key in doc:
             ds.info[key] = doc[key]
     if consume:
         doc["annotations"] = []
     return ds
+
+
+def panoptic_segments(raw_anns: list, problems: ProblemList, prefix: str) -> list:
+    """COCO panoptic: one entry per image with ``segments_info``; each segment becomes an
+    annotation with its box (the PNG masks are not read). Segment ids are colours, unique
+    per image only, so annotations are numbered 1..N and the segment id kept."""
+    out: list = []
+    for i, entry in enumerate(raw_anns):
+        if type(entry) is not dict or type(entry.get("segments_info")) is not list:
+            problems.error(f"{prefix}annotations[{i}]", "a panoptic entry needs segments_info")
+            continue
+        for seg in entry["segments_info"]:
+            if type(seg) is not dict:
+                continue
+            ann = {k: v for k, v in seg.items() if k != "id"}
+            ann["id"] = len(out) + 1
+            ann["image_id"] = entry.get("image_id")
+            ann["segment_id"] = seg.get("id")
+            out.append(ann)
+    problems.note(
+        prefix.rstrip(":") or "annotations",
+        f"panoptic segmentation: {len(out)} segment(s) read as boxes; the PNG masks are not read",
+    )
+    return out
 
 
 def _parse_annotations(
@@ -191,6 +249,7 @@ def _parse_annotations(
         if kp is not None and type(kp) is not list:
             problems.error(f"{prefix}annotations[{i}].keypoints", "keypoints must be a list")
             kp = None
+        extra = None if a.keys() <= ANNOTATION_KEYS else extra_keys(a, ANNOTATION_KEYS)
         append(
             Annotation(
                 a.get("id"),
@@ -203,6 +262,7 @@ def _parse_annotations(
                 a.get("iscrowd", 0),
                 rle,
                 f"{prefix}annotations[{i}]" if keep else None,
+                extra,
             )
         )
         if consume:
@@ -238,14 +298,23 @@ def merge_datasets(parts: list[tuple[str, Dataset]], problems: ProblemList) -> D
     return merged
 
 
+def _with_extra(out: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    """``out`` plus the source's other keys (never overriding what the model wrote)."""
+    if extra:
+        for k, v in extra.items():
+            if k not in out:
+                out[k] = v
+    return out
+
+
 def _category_dict(c: Category) -> dict[str, Any]:
     out: dict[str, Any] = {"id": c.id, "name": c.name, "supercategory": c.supercategory}
-    if c.keypoints:
+    if c.keypoints or c.skeleton:
         out["keypoints"] = c.keypoints
         out["skeleton"] = c.skeleton
     if c.color:
         out["color"] = c.color
-    return out
+    return _with_extra(out, c.extra)
 
 
 def _image_dict(im: Image, extras: bool) -> dict[str, Any]:
@@ -260,7 +329,7 @@ def _image_dict(im: Image, extras: bool) -> dict[str, Any]:
             out["split"] = im.split
         if im.sha256:
             out["sha256"] = im.sha256
-    return out
+    return _with_extra(out, im.extra)
 
 
 def _annotation_dict(a: Annotation, coco_strict: bool) -> dict[str, Any]:
@@ -285,14 +354,29 @@ def _annotation_dict(a: Annotation, coco_strict: bool) -> dict[str, Any]:
     if area is not None:
         out["area"] = area
     out["iscrowd"] = a.iscrowd or 0
+    if a.extra:
+        _with_extra(out, a.extra)
     return out
+
+
+def _document_head(dataset: Dataset, doc: dict[str, Any], default_description: str) -> None:
+    """COCO's ``info``, ``licenses`` and ``type`` as read (or a description)."""
+    info = dataset.info.get("info")
+    if isinstance(info, dict):
+        doc["info"] = dict(info)
+    elif dataset.info.get("description") or default_description:
+        doc["info"] = {"description": dataset.info.get("description") or default_description}
+    licenses = dataset.info.get("licenses")
+    if isinstance(licenses, list):
+        doc["licenses"] = licenses
+    if isinstance(dataset.info.get("type"), str):
+        doc["type"] = dataset.info["type"]
 
 
 def to_dice_dict(dataset: Dataset) -> dict[str, Any]:
     """The DICE standard document (COCO-compatible, with ``split``/``sha256`` on images)."""
     doc: dict[str, Any] = {}
-    if dataset.info.get("description"):
-        doc["info"] = {"description": dataset.info["description"]}
+    _document_head(dataset, doc, "")
     doc["categories"] = [_category_dict(c) for c in dataset.categories]
     doc["images"] = [_image_dict(im, True) for im in dataset.images]
     doc["annotations"] = [_annotation_dict(a, False) for a in dataset.annotations]
@@ -306,9 +390,11 @@ def to_coco_dict(dataset: Dataset, images: list[Image] | None = None) -> dict[st
     chosen = dataset.images if images is None else images
     ids = {im.id for im in chosen}
     bg = {c.id for c in dataset.categories if c.name == BACKGROUND}
+    doc: dict[str, Any] = {}
+    _document_head(dataset, doc, "exported by visionmesh")
+    doc.setdefault("licenses", [])
     return {
-        "info": {"description": dataset.info.get("description") or "exported by visionmesh"},
-        "licenses": [],
+        **doc,
         "categories": [_category_dict(c) for c in dataset.categories if c.id not in bg],
         "images": [_image_dict(im, False) for im in chosen],
         "annotations": [

@@ -15,12 +15,13 @@ from typing import Any
 from . import fastjson
 from .fastjson import PolygonTable
 from .imagefolder import looks_like_imagefolder
-from .legacy import LABEL_MAP
+from .legacy import LABEL_MAP, LABELS_TXT, label_files
 from .model import BACKGROUND
+from .paths import split_from_path
 from .problems import ProblemList
 from .source import Source
 from .tasks import DICE_FILE_STEMS
-from .yolo_read import find_yaml, is_label_file
+from .yolo_read import find_yaml, yolo_layout
 
 # Format hints (proto AnnotationFormat, lower case).
 FORMAT_HINTS = ("dice", "coco", "yolo", "imagefolder")
@@ -33,6 +34,7 @@ class Detection:
     documents: list[str] = field(default_factory=list)
     parsed: list[Any] = field(default_factory=list)  # one parsed JSON per document
     tables: list[PolygonTable | None] = field(default_factory=list)  # their cut-out polygons
+    layout: str = ""  # what was recognised, in words (``vmesh validate`` prints it)
 
 
 def json_variant(doc: Any, name: str) -> str | None:
@@ -58,6 +60,12 @@ def json_variant(doc: Any, name: str) -> str | None:
             return "dice-standard"
         if any(isinstance(c, dict) and c.get("keypoints") for c in cats):
             return "coco-keypoints"
+        anns = doc.get("annotations")
+        if isinstance(anns, list) and anns and isinstance(anns[0], dict):
+            if "segments_info" in anns[0]:
+                return "coco-panoptic"
+            if "keypoints" in anns[0]:
+                return "coco-keypoints"
         return "coco-instances"
     return None
 
@@ -96,13 +104,20 @@ def _dice_candidates(files: list[str], task: str | None, problems: ProblemList) 
     return []
 
 
+ROBOFLOW_COCO = "_annotations.coco.json"
+
+
 def _other_json(files: list[str]) -> list[str]:
+    """COCO documents: in the root, in ``annotations/``, or one per split folder
+    (Roboflow's ``train/_annotations.coco.json``, ``valid/...``)."""
     out = []
     for f in files:
         if not f.endswith(".json") or posixpath.basename(f) in _NOT_ANNOTATIONS:
             continue
         folder = posixpath.dirname(f)
         if folder in ("", "annotations", "annotation"):
+            out.append(f)
+        elif "/" not in folder and (posixpath.basename(f) == ROBOFLOW_COCO or split_from_path(f)):
             out.append(f)
     return out
 
@@ -124,22 +139,29 @@ def detect(
         doc, table = load_json(source, source.document, problems)
         if doc is None:
             return None
-        return Detection("json", [source.document], [doc], [table])
+        return Detection(
+            "json", [source.document], [doc], [table], layout=f"annotation file {source.document}"
+        )
     files = source.files()
     if fmt in (None, "dice") and LABEL_MAP in files:
-        return Detection("legacy", [LABEL_MAP])
+        return Detection("legacy", [LABEL_MAP], layout="v0.9 label_map.json + label files")
+    if fmt in (None, "dice") and LABELS_TXT in files and label_files(source):
+        return Detection(
+            "legacy", [LABELS_TXT], layout="v0.9.7 per-image label files + labelme labels.txt"
+        )
     if fmt in (None, "dice", "coco"):
         found = _json_documents(source, files, task, problems)
         if found is not None:
             return found
     if fmt in (None, "yolo"):
-        if any(is_label_file(f) for f in files) or (find_yaml(source) and fmt == "yolo"):
-            return Detection("yolo")
+        layout = yolo_layout(source)
+        if layout or (find_yaml(source) and fmt == "yolo"):
+            return Detection("yolo", layout=layout or "YOLO data.yaml")
     images = source.images()
     if fmt in (None, "imagefolder", "yolo") and looks_like_imagefolder(images):
-        return Detection("imagefolder")
+        return Detection("imagefolder", layout="class folders")
     if images and fmt is None:
-        return Detection("images")
+        return Detection("images", layout="images only")
     what = f"no {fmt} annotations" if fmt else "no annotations or images"
     problems.error("", f"{what} found in {source.name}")
     return None
@@ -151,7 +173,9 @@ def _json_documents(
     dice = _dice_candidates(files, task, problems)
     if dice:
         doc, table = load_json(source, dice[0], problems)
-        return Detection("json", dice, [doc], [table]) if doc is not None else None
+        if doc is None:
+            return None
+        return Detection("json", dice, [doc], [table], layout=f"annotation document {dice[0]}")
     found = Detection("json")
     for name in _other_json(files):
         doc, table = load_json(source, name, problems)
@@ -159,4 +183,13 @@ def _json_documents(
             found.documents.append(name)
             found.parsed.append(doc)
             found.tables.append(table)
-    return found if found.documents else None
+    if not found.documents:
+        return None
+    folders = {posixpath.dirname(d) for d in found.documents}
+    if any(posixpath.basename(d) == ROBOFLOW_COCO for d in found.documents):
+        found.layout = "Roboflow COCO export (one _annotations.coco.json per split folder)"
+    elif folders <= {"annotations", "annotation"}:
+        found.layout = "COCO annotations/ folder"
+    else:
+        found.layout = "COCO document(s) " + ", ".join(found.documents[:4])
+    return found

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .coco import parse_categories, parse_image
+from .coco import ANNOTATION_KEYS, extra_keys, parse_categories, parse_image
 from .fastjson import PolygonTable
 from .model import BACKGROUND, Annotation, Dataset
 from .problems import ProblemList
@@ -82,6 +82,7 @@ def _annotation(
         raw.get("iscrowd", 0),
         rle,
         path,
+        extra_keys(raw, ANNOTATION_KEYS),
     )
 
 
@@ -109,6 +110,13 @@ def parse_dice_nested(
             problems.warning("format_version", f"format_version {version!r} read as 1.0")
         if doc.get("task_type"):
             ds.info["task_type"] = doc["task_type"]
+        if isinstance(doc.get("task_type"), str) and "caption" in doc["task_type"].lower():
+            problems.error(
+                "task_type",
+                f"task_type {doc['task_type']!r}: captions are not annotations any trainer "
+                "here uses (classification, detection, segmentation, pose)",
+            )
+            return ds
     ds.categories = parse_categories(doc.get("classes"), problems, "", key="classes")
     raw_images = doc.get("images")
     if type(raw_images) is not list:

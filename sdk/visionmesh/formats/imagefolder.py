@@ -7,7 +7,7 @@ ImageFolder does; category ids follow the sorted class names (0..K-1).
 from __future__ import annotations
 
 from .model import Annotation, Category, Dataset, Image
-from .paths import SPLIT_NAMES
+from .paths import split_name
 from .problems import ProblemList
 from .source import Source
 
@@ -16,8 +16,8 @@ def class_of(path: str) -> tuple[str, str | None]:
     """``(split, class)`` named by an image's folders; class None for a loose image."""
     parts = path.split("/")
     split = ""
-    if len(parts) > 1 and parts[0].lower() in SPLIT_NAMES:
-        split = SPLIT_NAMES[parts[0].lower()]
+    if len(parts) > 1 and split_name(parts[0]):
+        split = split_name(parts[0])
         parts = parts[1:]
     return split, (parts[0] if len(parts) >= 2 else None)
 

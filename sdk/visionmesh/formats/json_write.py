@@ -36,7 +36,9 @@ def _dump(doc: Any, path: Path) -> str:
 def write_dice(dataset: Dataset, out: Path, task: str | None) -> list[str]:
     """``annotations[_<task>].json`` (DICE standard) and ``meta.json``."""
     name = dice_file_name(task)
-    digest = _dump(to_dice_dict(dataset), out / name)
+    doc = to_dice_dict(dataset)
+    offsets = _renumber_for_dice(doc)
+    digest = _dump(doc, out / name)
     files = [name]
     meta: dict[str, Any] = {
         "format": "dice",
@@ -51,6 +53,9 @@ def write_dice(dataset: Dataset, out: Path, task: str | None) -> list[str]:
         "splits": {k or "none": v for k, v in sorted(dataset.split_counts().items())},
         "created_by": f"visionmesh {__version__}",
     }
+    if offsets:
+        # DICE ids start at 1: ids of the source were shifted (new = old + offset).
+        meta["id_offsets"] = offsets
     if task == SEMANTIC_SEGMENTATION:
         meta["mask_dir"] = "masks"
         meta["mask_classes"] = mask_classes(dataset)
@@ -58,6 +63,31 @@ def write_dice(dataset: Dataset, out: Path, task: str | None) -> list[str]:
     _dump_pretty(meta, out / "meta.json")
     files.append("meta.json")
     return files
+
+
+def _renumber_for_dice(doc: dict[str, Any]) -> dict[str, int]:
+    """Shift image and annotation ids below 1 (COCO exports from 0) to start at 1, as the
+    DICE schema asks; references follow. Returns the offsets applied per kind."""
+    offsets: dict[str, int] = {}
+    for kind in ("images", "annotations"):
+        ids = [x["id"] for x in doc[kind] if type(x.get("id")) is int]
+        low = min(ids, default=1)
+        if low < 1:
+            offsets[kind] = 1 - low
+    if "images" in offsets:
+        k = offsets["images"]
+        for im in doc["images"]:
+            if type(im.get("id")) is int:
+                im["id"] += k
+        for a in doc["annotations"]:
+            if type(a.get("image_id")) is int:
+                a["image_id"] += k
+    if "annotations" in offsets:
+        k = offsets["annotations"]
+        for a in doc["annotations"]:
+            if type(a.get("id")) is int:
+                a["id"] += k
+    return offsets
 
 
 def _dump_pretty(doc: Any, path: Path) -> None:

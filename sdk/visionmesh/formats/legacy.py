@@ -15,12 +15,35 @@ import posixpath
 from typing import Any
 
 from .model import Annotation, Category, Dataset, Image
-from .paths import SPLIT_NAMES
+from .paths import NO_SPLIT, split_name
 from .problems import ProblemList
 from .source import Source
 
 LABEL_MAP = "label_map.json"
+# labelme's class list (what labelme2coco reads): ``__ignore__`` first, then the classes.
+LABELS_TXT = "labels.txt"
 _TOOL_BACKGROUND = "_background_"
+_TOOL_IGNORE = "__ignore__"
+_NOT_LABELS = {"annotations", "annotation"}
+
+
+def is_label_json(source: Source, path: str) -> bool:
+    """A per-image label file (``shapes``), not some other JSON document."""
+    if not path.endswith(".json") or posixpath.basename(path) in (LABEL_MAP, "meta.json"):
+        return False
+    parts = path.split("/")[:-1]
+    if any(p in _NOT_LABELS for p in parts):
+        return False
+    try:
+        with source.open(path) as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b'"shapes"' in head and head.lstrip()[:1] == b"{"
+
+
+def label_files(source: Source) -> list[str]:
+    return [f for f in source.files() if is_label_json(source, f)]
 
 
 def _relative_to_source(abs_path: str, known: set[str]) -> tuple[str | None, str]:
@@ -65,21 +88,52 @@ def _pairs_from_summary(
     return out
 
 
-def _pairs_from_folders(source: Source) -> list[tuple[str, str, str]]:
-    """Without data_summary: labels/<stem>.json next to images/<stem>.<ext>."""
-    by_stem = {}
+def _pairs_from_folders(
+    source: Source, problems: ProblemList, files: list[str] | None = None
+) -> list[tuple[str, str, str]]:
+    """Without data_summary: each label file with its image of the same stem, looked for
+    beside it, then in a sibling ``images/`` folder, then anywhere."""
+    by_stem: dict[str, list[str]] = {}
     for img in source.images():
-        by_stem.setdefault(posixpath.splitext(posixpath.basename(img))[0], img)
+        by_stem.setdefault(posixpath.splitext(posixpath.basename(img))[0], []).append(img)
     out = []
-    for f in source.files():
-        if f.endswith(".json") and "/labels/" in "/" + f and f != LABEL_MAP:
-            stem = posixpath.splitext(posixpath.basename(f))[0]
-            if stem in by_stem:
-                out.append((f, by_stem[stem], f))
+    for f in label_files(source) if files is None else files:
+        folder, base = posixpath.split(f)
+        stem = posixpath.splitext(base)[0]
+        found = by_stem.get(stem, [])
+        parent = posixpath.dirname(folder)
+        ranked = sorted(
+            found,
+            key=lambda im: (
+                posixpath.dirname(im) != folder,
+                posixpath.dirname(im) != posixpath.join(parent, "images"),
+                im,
+            ),
+        )
+        if not ranked:
+            problems.error(f, f"no image named {stem}.* for this label file")
+            continue
+        out.append((f, ranked[0], f))
+    return out
+
+
+def read_labels_txt(source: Source, path: str, problems: ProblemList) -> list[Category]:
+    """labelme's ``labels.txt``: ids as labelme2coco gives them (line number - 1 after
+    ``__ignore__``); ``__ignore__`` and ``_background_`` are not classes."""
+    text = source.read_bytes(path).decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    offset = 1 if lines and lines[0] == _TOOL_IGNORE else 0
+    out = []
+    for i, name in enumerate(lines):
+        if name in (_TOOL_IGNORE, _TOOL_BACKGROUND):
+            continue
+        out.append(Category(i - offset, name, origin=f"{path}:{i + 1}"))
     return out
 
 
 def read_legacy(source: Source, label_map_path: str, problems: ProblemList) -> Dataset:
+    if posixpath.basename(label_map_path) == LABELS_TXT:
+        return _read_with_labels_txt(source, label_map_path, problems)
     ds = Dataset()
     try:
         label_map = json.loads(source.read_bytes(label_map_path))
@@ -90,9 +144,7 @@ def read_legacy(source: Source, label_map_path: str, problems: ProblemList) -> D
         problems.error(label_map_path, "must be a JSON object")
         return ds
     task = label_map.get("task_type")
-    ds.info["task_type"] = {"cls": "image_classification", "det": "object_detection"}.get(
-        task, task
-    )
+    ds.info["task_type"] = _TASKS.get(task, task)
     classes = (label_map.get("class_summary") or {}).get("classes")
     if not isinstance(classes, list):
         problems.error(f"{LABEL_MAP}:class_summary.classes", "the class list is missing")
@@ -113,7 +165,7 @@ def read_legacy(source: Source, label_map_path: str, problems: ProblemList) -> D
     if isinstance(summary, list) and summary:
         pairs = _pairs_from_summary(summary, source, problems)
     else:
-        pairs = _pairs_from_folders(source)
+        pairs = _pairs_from_folders(source, problems)
     for label, image_path, origin in pairs:
         _read_label(source, label, image_path, origin, by_name, ds, problems)
     if any(isinstance(e, dict) and e.get("mask_path") for e in summary or []):
@@ -121,6 +173,25 @@ def read_legacy(source: Source, label_map_path: str, problems: ProblemList) -> D
             f"{LABEL_MAP}:data_summary", "mask files are not read; polygons in the labels are"
         )
     return ds
+
+
+def _read_with_labels_txt(source: Source, path: str, problems: ProblemList) -> Dataset:
+    """The v0.9.7 tool's per-image label files with labelme's ``labels.txt``."""
+    ds = Dataset()
+    ds.categories = read_labels_txt(source, path, problems)
+    by_name = {c.name: c.id for c in ds.categories}
+    tasks = set()
+    for label, image_path, origin in _pairs_from_folders(source, problems):
+        task = _read_label(source, label, image_path, origin, by_name, ds, problems, path)
+        if task:
+            tasks.add(task)
+    if len(tasks) == 1:
+        task = tasks.pop()
+        ds.info["task_type"] = _TASKS.get(task, task)
+    return ds
+
+
+_TASKS = {"cls": "image_classification", "det": "object_detection", "seg": "instance_segmentation"}
 
 
 def _read_label(
@@ -131,18 +202,20 @@ def _read_label(
     by_name: dict[str, int],
     ds: Dataset,
     problems: ProblemList,
-) -> None:
+    classes_file: str = LABEL_MAP,
+) -> str | None:
+    """Read one label file into ``ds``; returns its task_type."""
     try:
         doc = json.loads(source.read_bytes(label))
     except (ValueError, UnicodeDecodeError) as exc:
         problems.error(label, f"not valid JSON: {exc}")
-        return
+        return None
     if not isinstance(doc, dict):
         problems.error(label, "a label file must be a JSON object")
-        return
+        return None
     split_raw = doc.get("split") or ""
-    split = SPLIT_NAMES.get(str(split_raw).lower(), "")
-    if split_raw and not split:
+    split = split_name(str(split_raw))
+    if str(split_raw).strip().lower() not in NO_SPLIT and not split:
         problems.warning(f"{label}:split", f"unknown split {split_raw!r}; ignored")
     image = Image(
         len(ds.images) + 1,
@@ -154,9 +227,10 @@ def _read_label(
     )
     ds.images.append(image)
     shapes = doc.get("shapes") or []
+    task = doc.get("task_type") if isinstance(doc.get("task_type"), str) else None
     if not isinstance(shapes, list):
         problems.error(f"{label}:shapes", "shapes must be a list")
-        return
+        return task
     for j, shape in enumerate(shapes):
         where = f"{label}:shapes[{j}]"
         if not isinstance(shape, dict):
@@ -164,7 +238,7 @@ def _read_label(
             continue
         name = shape.get("label")
         if name not in by_name:
-            problems.error(where + ".label", f"label {name!r} is not a class of {LABEL_MAP}")
+            problems.error(where + ".label", f"label {name!r} is not a class of {classes_file}")
             continue
         kind, points = shape.get("shape_type"), shape.get("points") or []
         ann = Annotation(len(ds.annotations) + 1, image.id, by_name[name], origin=where)
@@ -189,3 +263,4 @@ def _read_label(
             )
             continue
         ds.annotations.append(ann)
+    return task

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BACKGROUND = "__background__"
+# labelme2coco names its implicit mask background "_background_": no objects, like DICE's.
+BACKGROUND_NAMES = frozenset({BACKGROUND, "_background_"})
 
 # Annotation kinds (proto AnnotationKind suffixes, lower case).
 IMAGE_LABEL = "image_label"
@@ -40,10 +42,11 @@ class Category:
     skeleton: list[list[int]] = field(default_factory=list)  # pairs of 1-based keypoint indices
     color: str = ""
     origin: str | None = None
+    extra: dict[str, Any] | None = None  # keys of the source object the model has no field for
 
     @property
     def is_background(self) -> bool:
-        return self.name == BACKGROUND
+        return self.name in BACKGROUND_NAMES
 
 
 @dataclass(slots=True)
@@ -55,6 +58,9 @@ class Image:
     split: str = ""  # "train", "val", "test" or ""
     sha256: str = ""
     origin: str | None = None
+    # Keys of the source object the model has no field for (COCO's license, coco_url,
+    # flickr_url, date_captured...), written back by the JSON writers.
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -69,6 +75,7 @@ class Annotation:
     iscrowd: int = 0
     rle: dict | None = None  # COCO run-length mask, kept as given
     origin: str | None = None
+    extra: dict[str, Any] | None = None  # e.g. COCO "attributes", written back as given
 
     @property
     def kind(self) -> str:
@@ -87,7 +94,8 @@ class Dataset:
     categories: list[Category] = field(default_factory=list)
     images: list[Image] = field(default_factory=list)
     annotations: list[Annotation] = field(default_factory=list)
-    # Document-level extras kept for round trips: "storage_info", "task_type", "description".
+    # Document-level extras kept for round trips: "storage_info", "task_type", "description",
+    # COCO's "info" and "licenses".
     info: dict[str, Any] = field(default_factory=dict)
 
     def category_map(self) -> dict[int, Category]:
@@ -105,7 +113,7 @@ class Dataset:
         return out
 
     def background_ids(self) -> set[int]:
-        return {c.id for c in self.categories if c.is_background}
+        return {c.id for c in self.categories if c.name in BACKGROUND_NAMES}
 
     def kinds(self) -> set[str]:
         """Annotation kinds present (background markers excluded)."""

@@ -20,6 +20,23 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# A split name with the suffixes datasets put after it: ``train2017``, ``val_2014``,
+# ``test-dev2017``, ``valid``.
+_SPLIT_WORD = re.compile(
+    r"^(train|training|val|valid|validation|test|testing)(?:[-_]?dev)?(?:[-_]?\d{2,4})?$"
+)
+# Values that say "no split" (the v0.9 tool writes "none").
+NO_SPLIT = frozenset({"", "none", "null", "unassigned", "unknown"})
+
+
+def split_name(word: str) -> str:
+    """The split a folder, file stem or value names (``val2017`` -> ``val``), or ''."""
+    low = word.strip().lower()
+    split = SPLIT_NAMES.get(low)
+    if split:
+        return split
+    match = _SPLIT_WORD.match(low)
+    return SPLIT_NAMES[match.group(1)] if match else ""
 
 
 def is_image_path(path: str) -> bool:
@@ -50,7 +67,7 @@ def check_relative(path: object) -> tuple[str, str | None, bool]:
 def split_from_path(path: str) -> str:
     """The split named by a folder of ``path`` (``train``, ``val``/``valid``, ``test``), or ''."""
     for part in path.split("/")[:-1]:
-        split = SPLIT_NAMES.get(part.lower())
+        split = split_name(part)
         if split:
             return split
     return ""
@@ -59,9 +76,10 @@ def split_from_path(path: str) -> str:
 def split_from_name(name: str) -> str:
     """The split named in a file stem such as ``instances_val2017`` (or '')."""
     stem = posixpath.splitext(posixpath.basename(name))[0].lower()
-    for token in re.split(r"[^a-z]+", stem):
-        if token in SPLIT_NAMES:
-            return SPLIT_NAMES[token]
+    for token in reversed(re.split(r"_|\.", stem)):
+        split = split_name(token)
+        if split:
+            return split
     return ""
 
 
@@ -82,7 +100,7 @@ def yolo_label_candidates(image_path: str) -> list[str]:
 def strip_layout(path: str) -> str:
     """Drop the leading ``images``/split folders of a path: ``images/train/a/b.jpg`` -> ``a/b.jpg``."""
     parts = path.split("/")
-    while len(parts) > 1 and (parts[0] == "images" or parts[0].lower() in SPLIT_NAMES):
+    while len(parts) > 1 and (parts[0] == "images" or split_name(parts[0])):
         parts = parts[1:]
     return "/".join(parts)
 

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 ERROR = "error"
 WARNING = "warning"
+# Something the reader did that the user should know about but need not act on (a file
+# it skipped on purpose, ids it renumbered): never refuses anything.
+NOTE = "note"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,9 @@ class ProblemList(list):
     def warning(self, path: str, message: str) -> None:
         self.append(Problem(WARNING, path, message))
 
+    def note(self, path: str, message: str) -> None:
+        self.append(Problem(NOTE, path, message))
+
     @property
     def has_errors(self) -> bool:
         return any(p.severity == ERROR for p in self)
@@ -50,3 +56,7 @@ def errors(problems: Iterable[Problem]) -> list[Problem]:
 
 def warnings(problems: Iterable[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == WARNING]
+
+
+def notes(problems: Iterable[Problem]) -> list[Problem]:
+    return [p for p in problems if p.severity == NOTE]

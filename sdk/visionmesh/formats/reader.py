@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import gc
 import json
+import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .coco import merge_datasets, parse_coco
+from .coco import parse_coco
+from .cocofolder import combine, document_kind
 from .detect import Detection, detect, json_variant
 from .dice import parse_dice_nested
 from .fastjson import PolygonTable
@@ -18,7 +20,7 @@ from .imagefolder import read_imagefolder
 from .legacy import read_legacy
 from .model import Dataset, Image
 from .paths import split_from_name, split_from_path
-from .problems import ERROR, WARNING, Problem, ProblemList
+from .problems import ERROR, NOTE, WARNING, Problem, ProblemList
 from .resolve import choose_image_prefix
 from .source import Source, open_source
 from .tasks import normalize_task
@@ -32,6 +34,7 @@ class ReadResult:
     variant: str  # e.g. "dice-standard", "coco-instances", "yolo-segment", "imagefolder"
     problems: list[Problem] = field(default_factory=list)
     documents: list[str] = field(default_factory=list)  # annotation documents read
+    layout: str = ""  # the layout recognised, in words (e.g. "COCO annotations/ folder")
 
     @property
     def errors(self) -> list[Problem]:
@@ -40,6 +43,11 @@ class ReadResult:
     @property
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == WARNING]
+
+    @property
+    def notes(self) -> list[Problem]:
+        """What the reader did on purpose and says so (files skipped, ids renumbered)."""
+        return [p for p in self.problems if p.severity == NOTE]
 
     @property
     def ok(self) -> bool:
@@ -71,9 +79,10 @@ def read(
         found = detect(source, problems, fmt=format, task=task)
         if found is None:
             return ReadResult(Dataset(), "", list(problems))
+        documents = list(found.documents)
         dataset, variant = _read_detected(source, found, problems, class_names, format)
         problems.extend(validate(dataset, source, check_images=check_images))
-    return ReadResult(dataset, variant, list(problems), found.documents)
+    return ReadResult(dataset, variant, list(problems), documents, found.layout)
 
 
 @contextmanager
@@ -111,33 +120,78 @@ def _read_detected(
     return _read_json(source, found, problems)
 
 
+def _not_a_dataset(doc: Any) -> str:
+    if (
+        isinstance(doc, list)
+        and doc
+        and isinstance(doc[0], dict)
+        and "image_id" in doc[0]
+        and "score" in doc[0]
+    ):
+        return (
+            "a results list (image_id, category_id, bbox, score per detection), not a "
+            "dataset: give the annotation file the results were made for"
+        )
+    if isinstance(doc, dict) and "shapes" in doc:
+        return (
+            "one image's label file (shapes) of the v0.9 layout: give the folder holding the "
+            "label files with label_map.json or labels.txt"
+        )
+    return "not an annotation document (no images with categories or classes)"
+
+
+def _document_split(name: str) -> str:
+    """The split a document's name or folder gives (``instances_val2017``, ``valid/``)."""
+    return split_from_name(name) or split_from_path(name)
+
+
 def _read_json(source: Source, found: Detection, problems: ProblemList) -> tuple[Dataset, str]:
-    parts: list[tuple[str, Dataset]] = []
+    parts: list[tuple[str, str, Dataset]] = []
     variants = []
+    described = []
     many = len(found.documents) > 1
     for k, name in enumerate(found.documents):
         doc, table = found.parsed[k], found.tables[k]
         found.parsed[k] = found.tables[k] = None  # the dataset keeps what it needs
         variant = json_variant(doc, name)
         if variant is None:
-            problems.error(
-                name, "not an annotation document (no images with categories or classes)"
-            )
+            problems.error(name, _not_a_dataset(doc))
+            continue
+        kind = document_kind(name, doc) if variant.startswith("coco") else "dice"
+        split = _document_split(name) if variant.startswith("coco") or many else ""
+        if kind == "captions":
+            message = "captions are not read: nothing here trains on them"
+            if many:
+                problems.note(name, message)
+                described.append(f"{posixpath.basename(name)} (not read)")
+            else:
+                problems.error(name, message + "; give the instances or keypoints file")
             continue
         variants.append(variant)
         mine = ProblemList()
-        ds = _parse_document(source, name, doc, table, variant, many, mine)
+        ds = _parse_document(source, name, doc, table, variant, many, split, mine)
         if table is not None and not table.complete:
             # "segmentation" keys outside annotations hold markers: read the plain way.
             mine = ProblemList()
             doc = json.loads(source.read_bytes(name))
-            ds = _parse_document(source, name, doc, None, variant, many, mine)
+            ds = _parse_document(source, name, doc, None, variant, many, split, mine)
         del doc, table
         problems.extend(mine)
-        parts.append((name, ds))
+        parts.append((name, kind, ds))
+        described.append(f"{posixpath.basename(name)} ({split or 'no split'})")
     if not parts:
+        if not problems.has_errors:
+            problems.error(
+                found.documents[0] if found.documents else "",
+                "no annotation document to read (captions only)",
+            )
         return Dataset(), ""
-    dataset = parts[0][1] if len(parts) == 1 else merge_datasets(parts, problems)
+    if len(parts) == 1:
+        dataset = parts[0][2]
+    else:
+        dataset = combine(parts, problems)
+    if many and found.layout:
+        found.layout += ": " + ", ".join(described)
     variant = variants[0] if len(set(variants)) == 1 else "+".join(sorted(set(variants)))
     return dataset, variant
 
@@ -149,6 +203,7 @@ def _parse_document(
     table: PolygonTable | None,
     variant: str,
     many: bool,
+    split: str,
     problems: ProblemList,
 ) -> Dataset:
     raw_images = doc.get("images") if isinstance(doc.get("images"), list) else []
@@ -161,7 +216,7 @@ def _parse_document(
         problems,
         prefix=f"{name}:" if many else "",
         image_prefix=prefix,
-        default_split=split_from_name(name) if many else "",
+        default_split=split,
         consume=True,
         table=table,
     )

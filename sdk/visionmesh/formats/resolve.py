@@ -18,7 +18,11 @@ _SAMPLE = 48
 def _stem_folder(document: str) -> str | None:
     """``annotations/instances_val2017.json`` -> ``val2017`` (COCO's image folder)."""
     stem = posixpath.splitext(posixpath.basename(document))[0]
-    match = re.match(r"^(?:instances|person_keypoints|captions|annotations)_(.+)$", stem)
+    match = re.match(
+        r"^(?:instances|person_keypoints|captions|annotations|stuff|panoptic|image_info|labels)"
+        r"_(.+)$",
+        stem,
+    )
     return match.group(1) if match else None
 
 
@@ -32,6 +36,10 @@ def candidate_prefixes(document: str | None) -> list[str]:
     folder = _stem_folder(document) if document else None
     if folder:
         out += [folder + "/", "images/" + folder + "/"]
+        # COCO's test-dev images are in test2017/
+        dev = re.match(r"^test-dev(\d*)$", folder)
+        if dev:
+            out += [f"test{dev.group(1)}/", f"images/test{dev.group(1)}/"]
     seen: list[str] = []
     for p in out:
         if p not in seen:

@@ -19,8 +19,11 @@ from .paths import check_relative
 from .problems import Problem, ProblemList
 from .source import Source
 
-# Boxes may overhang the image by this many pixels (rounding in annotation tools).
+# Boxes and polygons may overhang the image by this many pixels (rounding in annotation
+# tools, Roboflow's sub-pixel overruns).
 BBOX_TOLERANCE = 1.0
+# Category names: at most this many characters, no control characters (NUL, newlines).
+MAX_NAME_LENGTH = 256
 _VISIBILITY = (0, 1, 2)
 
 
@@ -73,6 +76,15 @@ def _check_categories(dataset: Dataset, problems: ProblemList) -> dict[int, int]
             out[c.id] = len(c.keypoints)
         if not isinstance(c.name, str) or not c.name.strip():
             problems.error(_at(p, "name"), "category name must be a non-empty string")
+        elif len(c.name) > MAX_NAME_LENGTH:
+            problems.error(
+                _at(p, "name"),
+                f"category name of {len(c.name)} characters; at most {MAX_NAME_LENGTH}",
+            )
+        elif any(ch < " " or "\x7f" <= ch < "\xa0" for ch in c.name):
+            problems.error(
+                _at(p, "name"), f"category name {c.name!r} has control characters (NUL, newline...)"
+            )
         elif c.name in names:
             problems.warning(_at(p, "name"), f"category name {c.name!r} is also {names[c.name]}")
         else:
@@ -80,7 +92,14 @@ def _check_categories(dataset: Dataset, problems: ProblemList) -> dict[int, int]
         if any(not isinstance(k, str) for k in c.keypoints):
             problems.error(_at(p, "keypoints"), "keypoint names must be strings")
         count = len(c.keypoints)
+        if not isinstance(c.skeleton, list):
+            continue
         for j, pair in enumerate(c.skeleton):
+            if not count:
+                # No keypoint names (pycocotools reads such categories): only the shape.
+                if not isinstance(pair, list) or len(pair) != 2 or not all(map(_is_int, pair)):
+                    problems.error(_at(p, f"skeleton[{j}]"), "a skeleton edge must be two numbers")
+                continue
             if (
                 not isinstance(pair, list)
                 or len(pair) != 2
@@ -199,6 +218,7 @@ def _screen(
         flagged.update(given[k] for k in np.flatnonzero(bad).tolist())
     flagged |= _screen_boxes(anns, image_ids, sizes)
     flagged |= _screen_polygons(anns)
+    flagged |= _screen_polygon_bounds(anns, image_ids, sizes)
     flagged.update(i for i, a in enumerate(anns) if a.keypoints is not None)
     return flagged
 
@@ -233,6 +253,49 @@ def _screen_polygons(anns: list) -> set[int]:
         for i, a in enumerate(anns)
         if a.segmentation is not None and not _plain_polygons(a.segmentation, checked)
     }
+
+
+def _screen_polygon_bounds(anns: list, image_ids: list, sizes: dict) -> set[int]:
+    """Annotations with a polygon point outside their image (all vertices checked at once)."""
+    polys: list = []
+    owner: list[int] = []
+    add_poly, add_owner = polys.append, owner.append
+    for i, a in enumerate(anns):
+        seg = a.segmentation
+        if type(seg) is list:
+            for p in seg:
+                add_poly(p)
+                add_owner(i)
+    if not polys:
+        return set()
+    try:
+        lengths = np.fromiter(map(len, polys), dtype=np.int64, count=len(polys))
+    except TypeError:
+        return set(owner)  # odd shapes: the detailed check reports them
+    even = (lengths >= 2) & ~(lengths & 1).astype(bool)
+    if not even.all():
+        keep = np.flatnonzero(even).tolist()
+        polys = [polys[k] for k in keep]
+        owner = [owner[k] for k in keep]
+        lengths = lengths[even]
+        if not polys:
+            return set()
+    try:
+        flat = np.concatenate(polys).astype(np.float64, copy=False)
+    except (TypeError, ValueError):
+        return set(owner)
+    if flat.ndim != 1 or flat.size != int(lengths.sum()):
+        return set(owner)
+    wh = np.asarray([sizes.get(image_ids[i]) or (np.inf, np.inf) for i in owner], dtype=np.float64)
+    pts = flat.reshape(-1, 2)
+    limits = np.repeat(wh, lengths // 2, axis=0)
+    tol = BBOX_TOLERANCE
+    bad = ((pts < -tol) | (pts > limits + tol)).any(axis=1)
+    if not bad.any():
+        return set()
+    starts = np.concatenate([[0], np.cumsum(lengths // 2)[:-1]])
+    per_poly = np.logical_or.reduceat(bad, starts)
+    return {owner[k] for k in np.flatnonzero(per_poly).tolist()}
 
 
 def _screen_boxes(anns: list, image_ids: list, sizes: dict) -> set[int]:
@@ -321,7 +384,7 @@ def _check_annotation(
         if message:
             problems.error(_at(p, "bbox"), message)
     if a.segmentation is not None:
-        _check_polygons(a.segmentation, p, problems)
+        _check_polygons(a.segmentation, p, problems, size)
     kp = a.keypoints
     if kp is not None:
         _check_keypoints(kp, categories.get(cid, 0), p, problems)
@@ -358,7 +421,9 @@ def _bbox_problem(b: object, size: tuple[int, int] | None, tol: float) -> str | 
     return None
 
 
-def _check_polygons(polygons: object, p: str, problems: ProblemList) -> None:
+def _check_polygons(
+    polygons: object, p: str, problems: ProblemList, size: tuple[int, int] | None = None
+) -> None:
     if type(polygons) is not list:
         problems.error(_at(p, "segmentation"), "segmentation must be a list of polygons")
         return
@@ -383,6 +448,17 @@ def _check_polygons(polygons: object, p: str, problems: ProblemList) -> None:
             continue
         if total != total or total in (math.inf, -math.inf):
             problems.error(where, "polygon coordinates must be finite numbers")
+            continue
+        if size is not None:
+            xs, ys = poly[0::2], poly[1::2]
+            tol = BBOX_TOLERANCE
+            x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+            if x0 < -tol or y0 < -tol or x1 > size[0] + tol or y1 > size[1] + tol:
+                problems.error(
+                    where,
+                    f"polygon points x {x0:g}..{x1:g}, y {y0:g}..{y1:g} extend outside the "
+                    f"{size[0]}x{size[1]} image",
+                )
 
 
 def _check_keypoints(kp: object, expected: int, p: str, problems: ProblemList) -> None:

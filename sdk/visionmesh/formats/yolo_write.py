@@ -96,7 +96,7 @@ def write_yolo(
         if kpt_shape is None:
             return [], []
     writer = LabelWriter(out)
-    skipped = {"crowd": 0, "no geometry": 0, "clipped": 0}
+    skipped = {"crowd": 0, "no geometry": 0, "clipped": 0, "unlabelled": 0}
     images = dataset.images
     # Files of one chunk are written on a thread while the next chunk is formatted.
     with ThreadPoolExecutor(1, thread_name_prefix="yolo-labels") as files:
@@ -122,6 +122,12 @@ def write_yolo(
             task, "keypoints"
         )
         problems.warning("", f"{skipped['no geometry']} annotation(s) without {what} left out")
+    if skipped["unlabelled"]:
+        problems.warning(
+            "",
+            f"{skipped['unlabelled']} annotation(s) without any labelled keypoint left out "
+            "(as ultralytics' convert_coco does)",
+        )
     if skipped["clipped"]:
         problems.warning(
             "", f"{skipped['clipped']} coordinate(s) outside the image clipped to its edge"
@@ -239,6 +245,9 @@ def _pose_chunk(
             if not a.keypoints or box is None or len(a.keypoints) != n_kpts * 3:
                 skipped["no geometry"] += 1
                 continue
+            if not any(a.keypoints[2::3]):
+                skipped["unlabelled"] += 1  # ultralytics and COCO's evaluation skip these
+                continue
             x, y, bw, bh = box
             values = [clip((x + bw / 2) / w), clip((y + bh / 2) / h), clip(bw / w), clip(bh / h)]
             kp = a.keypoints
@@ -264,6 +273,10 @@ def _write_data_yaml(
 ) -> None:
     # No "path" key: ultralytics then resolves the folders next to this file.
     cfg: dict[str, object] = {"train": "images/train"}
+    if "train" not in splits and splits:
+        other = "val" if "val" in splits else splits[0]
+        cfg["train"] = f"images/{other}"
+        problems.warning("data.yaml", f"no train images: train points at images/{other}")
     if "val" in splits:
         cfg["val"] = "images/val"
     else:
