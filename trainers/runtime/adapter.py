@@ -44,6 +44,14 @@ Additions made while building the runtime (all optional, backwards compatible):
   is set (e.g. :data:`HUB_OFFLINE_ENV`, which keeps huggingface_hub off the network).
 - ``FrameworkAdapter.resolve_model(model, task)``: the name that is actually built
   (e.g. ultralytics maps "yolo11n" + segmentation to "yolo11n-seg"); default: unchanged.
+- After training (DESIGN.md section 12), all optional: ``export(checkpoint, fmt, ...)``
+  writes an ONNX or TorchScript file (run in an export child process);
+  ``evaluate(job, checkpoint)`` returns the raw evaluation of best.pt on the val split
+  (see :mod:`trainers.runtime.evaluation` for its shape; the runtime names classes, draws
+  the pictures and stores it); ``check_weights(path, model, task)`` loads an uploaded
+  weights file for that model and task (UploadWeights keeps it only if this returns) and
+  describes it in words. ``JobContext.pretrained_weights`` also carries ``init_from``
+  weights (a finished job's best.pt or uploaded weights).
 - Predict: ``Prediction`` entries may give ``category_id`` as the class index
   (position in ``class_names``); the runtime maps each entry to the dataset's category id by
   ``category_name`` (falling back to that index), so either convention works.
@@ -260,6 +268,21 @@ class FrameworkAdapter(abc.ABC):
             if h.choices and value.lower() not in h.choices:
                 raise SpecError(field, f"extra {key!r} must be one of {', '.join(h.choices)}")
 
+    # -- after training (optional; child processes only) --------------------------------------
+    def export(
+        self, checkpoint: Path, fmt: str, *, image_size: int, out_dir: Path, device: str
+    ) -> Path:
+        """Write ``checkpoint`` as ``fmt`` ("onnx" or "torchscript") under ``out_dir``."""
+        raise NotImplementedError(f"the {self.framework} trainer cannot export models")
+
+    def evaluate(self, job: JobContext, checkpoint: Path) -> dict[str, Any] | None:
+        """The raw evaluation of ``checkpoint`` on the val split, or None (not supported)."""
+        return None
+
+    def check_weights(self, path: Path, model: str, task_type: str) -> str:
+        """Load ``path`` as weights of ``model`` for ``task_type``; raise ValueError if not."""
+        raise NotImplementedError(f"the {self.framework} trainer cannot check weights")
+
     def framework_version(self) -> str:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -313,3 +336,16 @@ class EngineAdapter(FrameworkAdapter):
     def predict(self, checkpoint: Path, image: bytes, **options: Any) -> Prediction:
         """``options``: the keyword arguments of :meth:`FrameworkAdapter.predict`."""
         return self.engine().predict(Path(checkpoint), image, **options)
+
+    def export(
+        self, checkpoint: Path, fmt: str, *, image_size: int, out_dir: Path, device: str
+    ) -> Path:
+        return self.engine().export(
+            Path(checkpoint), fmt, image_size=image_size, out_dir=Path(out_dir), device=device
+        )
+
+    def evaluate(self, job: JobContext, checkpoint: Path) -> dict[str, Any] | None:
+        return self.engine().evaluate(job, Path(checkpoint))
+
+    def check_weights(self, path: Path, model: str, task_type: str) -> str:
+        return self.engine().check_weights(Path(path), model, task_type)

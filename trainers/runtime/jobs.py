@@ -501,11 +501,15 @@ class JobManager:
             "resume": job.resume,
             "keep_last": int(spec.get("keepLastCheckpoints", 0)) or 2,
             "best_metric": record.best_metric_name,
-            "pretrained_key": (
+            "pretrained_key": record.init_key
+            or (
                 self.adapter.pretrained_key(record.model, record.task_type)
                 if spec.get("pretrained")
                 else ""
             ),
+            "init_from": str(spec.get("initFrom", "")),
+            "job_name": record.name,
+            "spec": record.spec,
             "stop_requested": record.stop_reason == "stop_early",
             "parent_pid": os.getpid(),
         }

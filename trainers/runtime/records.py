@@ -4,6 +4,8 @@
 ``runs/<job>/metrics.jsonl`` one JSON object per finished epoch (written by the job's worker)
 ``runs/<job>/log.txt``       the job's log (uploaded by the server while the job runs)
 ``checkpoints/<job>/last.pt, best.pt, epoch_<n>.pt``
+``checkpoints/<job>/best.onnx, best.torchscript`` (ExportModel, beside the checkpoints)
+``runs/<job>/evaluation.json`` + ``runs/<job>/evaluation/<picture>.png`` (GetEvaluation)
 """
 
 from __future__ import annotations
@@ -30,8 +32,17 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 JOB_NAME_RE = re.compile(r"^trainers/([a-z0-9_-]{1,32})/jobs/([A-Za-z0-9_-]{1,64})$")
 CHECKPOINT_NAME_RE = re.compile(
     r"^trainers/([a-z0-9_-]{1,32})/jobs/([A-Za-z0-9_-]{1,64})/checkpoints/"
-    r"(best\.pt|last\.pt|epoch_[0-9]{1,6}\.pt)$"
+    r"(best\.pt|last\.pt|epoch_[0-9]{1,6}\.pt|(?:best|last)\.(?:onnx|torchscript))$"
 )
+EXPORT_NAME_RE = re.compile(
+    r"^trainers/([a-z0-9_-]{1,32})/jobs/([A-Za-z0-9_-]{1,64})/exports/([a-z]+)$"
+)
+EVALUATION_NAME_RE = re.compile(
+    r"^trainers/([a-z0-9_-]{1,32})/jobs/([A-Za-z0-9_-]{1,64})/evaluation$"
+)
+WEIGHTS_NAME_RE = re.compile(r"^trainers/([a-z0-9_-]{1,32})/weights/([A-Za-z0-9_.-]{1,128})$")
+# ModelFormat enum suffix -> (resource segment, file extension)
+EXPORT_FORMATS = {"onnx": "onnx", "torchscript": "torchscript"}
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({PREPARING, RUNNING})
 
@@ -104,6 +115,11 @@ class JobRecord:
     run_seconds: float = 0.0
     # why the current run should stop early: "", "stop_early", "deadline"
     stop_reason: str = ""
+    # exports (ExportModel), one per format: {"format", "state", "error", "filename", "key",
+    # "size_bytes", "source", "image_size", "create_time", "update_time"}
+    exports: list[dict[str, Any]] = field(default_factory=list)
+    # spec.init_from resolved at StartTraining: the object store key of the start weights
+    init_key: str = ""
 
     @property
     def name(self) -> str:
@@ -161,7 +177,38 @@ class JobRecord:
             ts = _ts(ckpt.get("time"))
             if ts is not None:
                 item.create_time.CopyFrom(ts)
+        for export in self.exports:
+            job.exports.append(export_to_proto(self, export))
         return job
+
+
+def export_to_proto(record: JobRecord, export: dict[str, Any]) -> trainer_pb2.ModelExport:
+    fmt = export["format"]
+    msg = trainer_pb2.ModelExport(
+        name=f"{record.name}/exports/{fmt}",
+        format=trainer_pb2.ModelFormat.Value(f"MODEL_FORMAT_{fmt.upper()}"),
+        state=trainer_pb2.ExportState.Value(f"EXPORT_STATE_{export['state']}"),
+        error=export.get("error", ""),
+        source=export.get("source", ""),
+        image_size=int(export.get("image_size", 0)),
+    )
+    if export["state"] == "SUCCEEDED" and export.get("filename"):
+        msg.file.CopyFrom(
+            trainer_pb2.Checkpoint(
+                name=f"{record.name}/checkpoints/{export['filename']}",
+                filename=export["filename"],
+                key=export.get("key", ""),
+                size_bytes=int(export.get("size_bytes", 0)),
+            )
+        )
+        ts = _ts(export.get("update_time"))
+        if ts is not None:
+            msg.file.create_time.CopyFrom(ts)
+    for attr in ("create_time", "update_time"):
+        ts = _ts(export.get(attr))
+        if ts is not None:
+            getattr(msg, attr).CopyFrom(ts)
+    return msg
 
 
 def epoch_to_proto(record: dict[str, Any]) -> trainer_pb2.EpochMetrics:

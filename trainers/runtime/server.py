@@ -33,6 +33,7 @@ from grpc_status import rpc_status
 from trainers.runtime import records
 from trainers.runtime.adapter import FrameworkAdapter, SpecError, TrainSpec
 from trainers.runtime.jobs import Job, JobError, JobManager
+from trainers.runtime.models_io import ModelsIOMixin
 from trainers.runtime.predictor import PredictError, PredictPool
 from trainers.runtime.records import JobRecord, task_enum, task_name
 from visionmesh import config
@@ -199,7 +200,7 @@ class DatasetClient:
         return self._call("CheckCompatibility", compat.CheckCompatibility, request, token).report
 
 
-class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(
         self,
         adapter: FrameworkAdapter,
@@ -416,15 +417,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         manager = self._manager()
         spec = self.resolve_spec(request.spec)
         task = task_name(spec.task_type)
-        if spec.pretrained:
-            key = self.adapter.pretrained_key(spec.model, task)
-            if not manager.store.exists(key):
-                raise JobError(
-                    "FAILED_PRECONDITION",
-                    f"no pretrained weights for {spec.model!r}: {key} is not in the object "
-                    "store (upload it, or train with pretrained=false)",
-                    "spec.pretrained",
-                )
+        init_key = self.start_weights(spec, task, owner)  # pretrained / init_from weights
         manager.check_capacity()
         if self.dataset is None:
             raise JobError("UNAVAILABLE", "no dataset service configured")
@@ -476,6 +469,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             conversion=conversion,
             total_epochs=spec.epochs,
             best_metric_name=self.adapter.best_metric(task),
+            init_key=init_key,
         )
         return manager.submit(record)
 

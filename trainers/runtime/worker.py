@@ -32,8 +32,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainers.runtime import records
+from trainers.runtime import evaluation, records
 from trainers.runtime.adapter import FrameworkAdapter, TrainSpec
+from trainers.runtime.mlflow_log import Tracker
 from trainers.runtime.prepare import prepare_dataset
 from visionmesh.store import KeyNotFound, ObjectStore, open_store
 
@@ -128,6 +129,7 @@ class RuntimeJob:
         self.records: list[dict[str, Any]] = []
         self._last_time = time.time()
         self._run_epoch_seconds: list[float] = []
+        self.tracker = Tracker(self.log)
 
     # -- JobContext -----------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -179,12 +181,28 @@ class RuntimeJob:
             self.store.put_bytes(
                 records.run_key(self.job_id, "metrics.jsonl"), records.metrics_jsonl(self.records)
             )
+            self.tracker.epoch(epoch, clean, {"epoch_seconds": seconds})
         else:
             is_best = bool(existing.get("is_best"))
             self.log(f"epoch {epoch} was already recorded before the interruption; not re-counted")
         checkpoints = self._store_checkpoints(epoch, checkpoint, bool(is_best))
         self.events.send("epoch", record=record, checkpoints=checkpoints)
         return self.should_stop()
+
+    def replace_checkpoint(self, filename: str, path: Path) -> None:
+        """Store the framework's final form of a checkpoint (e.g. ultralytics' best.pt with
+        its optimizer stripped) in place of the one stored during training."""
+        key = records.checkpoint_key(self.job_id, filename)
+        if not Path(path).is_file() or not self.store.exists(key):
+            return
+        self.store.put_file(key, Path(path))
+        epoch = max((r["epoch"] for r in self.records if r.get("is_best")), default=0)
+        size = Path(path).stat().st_size
+        item = {"filename": filename, "key": key, "size_bytes": size, "time": time.time()}
+        if epoch:
+            item["epoch"] = epoch
+        self.events.send("epoch", record=None, checkpoints=[item])
+        self.log(f"[visionmesh] {filename} replaced by the framework's final form ({size} bytes)")
 
     # -- internals ------------------------------------------------------------------------
     def _store_checkpoints(
@@ -299,14 +317,58 @@ def run(cfg: dict[str, Any], events: Events) -> int:
                 "train without pretrained"
             ) from None
         job.pretrained_weights = target.resolve()
+        if cfg.get("init_from"):
+            _log_init(job, store, cfg["init_from"], key)
 
     job.spec.device = resolve_device(job.spec.device)
     job.log(f"device {job.spec.device}")
     events.send("state", state=records.RUNNING, device=job.spec.device)
     job._last_time = time.time()
-    adapter.train(job)
+    job.tracker.start(
+        job_name=cfg.get("job_name", job.job_id),
+        framework=adapter.framework,
+        spec=cfg.get("spec") or dict(cfg["train_spec"]),
+    )
+    try:
+        adapter.train(job)
+    except BaseException:
+        job.tracker.finish("FAILED", [])
+        raise
+    artifacts: list[tuple[Path, str]] = []
+    try:
+        result = evaluation.run(job, adapter, store, job_name=cfg.get("job_name", job.job_id))
+        if result is not None:
+            folder = job.work_dir / "evaluation"
+            artifacts = [(folder / "best.pt", "checkpoints")]
+            artifacts += [(folder / name, "evaluation") for name in result["pictures"]]
+    except Exception as exc:  # an evaluation problem must not fail a trained job
+        traceback.print_exc()
+        job.log(f"[visionmesh] evaluation failed: {type(exc).__name__}: {exc}")
+    job.tracker.finish("SUCCEEDED", artifacts)
     events.send("done", stopped_early=job.stop_requested.is_set())
     return 0
+
+
+def _log_init(job: RuntimeJob, store: ObjectStore, init_from: str, key: str) -> None:
+    """Say in the job log what init_from starts from and whether the head is re-initialised."""
+    classes: list[str] | None = None
+    match = records.JOB_NAME_RE.match(init_from)
+    if match:
+        with contextlib.suppress(KeyNotFound, ValueError, TypeError):
+            source = records.JobRecord.from_json(
+                store.get_bytes(records.run_key(match.group(2), "job.json"))
+            )
+            classes = list(source.class_names)
+    line = f"[visionmesh] init_from {init_from}: starting from {key}"
+    if classes is not None:
+        if classes == list(job.class_names):
+            line += f" (same {len(classes)} classes: head kept)"
+        else:
+            line += (
+                f" ({len(classes)} classes there, {len(job.class_names)} here: the "
+                "classification head is re-initialised, the rest is kept)"
+            )
+    job.log(line)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -302,6 +302,11 @@ def train(adapter: Any, job: JobContext) -> None:
     started = time.monotonic()
     model.train(**kwargs)
     job.log(f"ultralytics training finished in {time.monotonic() - started:.1f}s")
+    # ultralytics strips the optimizer from best.pt at the end (strip_optimizer): store that.
+    best = save_dir / "weights" / "best.pt"
+    replace = getattr(job, "replace_checkpoint", None)
+    if replace is not None and best.is_file():
+        replace("best.pt", best)
 
 
 # -- prediction -----------------------------------------------------------------------------
@@ -391,3 +396,134 @@ def predict(
                 det["keypoints"].append((x, y, 2 if score >= 0.5 else 1, score))
         out.detections.append(det)
     return out
+
+
+# -- after training: export, evaluation, weights check ----------------------------------------
+
+_ULTRALYTICS_TASK = {
+    "object_detection": "detect",
+    INSTANCE_SEGMENTATION: "segment",
+    IMAGE_CLASSIFICATION: "classify",
+    POSE_ESTIMATION: "pose",
+}
+
+
+def export(checkpoint: Path, fmt: str, *, image_size: int, out_dir: Path, device: str) -> Path:
+    """ultralytics' own exporter (ONNX with onnxslim when installed, TorchScript); offline."""
+    if "YOLO_CONFIG_DIR" not in os.environ or os.environ.get("YOLO_OFFLINE") != "1":
+        setup_offline(Path(out_dir) / "ultralytics-config")
+    from ultralytics import YOLO
+
+    out = YOLO(str(checkpoint)).export(
+        format=fmt, imgsz=image_size, device=ultralytics_device(device or "cpu")
+    )
+    return Path(out)
+
+
+def evaluate(adapter: Any, job: JobContext, checkpoint: Path) -> dict[str, Any]:
+    """ultralytics' validator on the val split: per-class AP, confusion matrix, PR curves."""
+    import numpy as np
+
+    from trainers.runtime import evaluation
+
+    spec = job.spec
+    if "YOLO_CONFIG_DIR" not in os.environ or os.environ.get("YOLO_OFFLINE") != "1":
+        setup_offline(job.work_dir / "ultralytics-config")
+    from ultralytics import YOLO
+
+    view = Path(job.work_dir).resolve() / "data"
+    if spec.task_type == IMAGE_CLASSIFICATION:
+        data = view if view.is_dir() else build_view(job.dataset_dir, spec.task_type, job.work_dir)
+    else:
+        data = view / "data.yaml"
+        if not data.is_file():
+            data = build_view(job.dataset_dir, spec.task_type, job.work_dir)
+    save_dir = Path(job.work_dir).resolve() / "runs"
+    metrics = YOLO(str(checkpoint)).val(
+        data=str(data),
+        imgsz=spec.image_size,
+        batch=spec.batch_size,
+        device=ultralytics_device(spec.device),
+        plots=True,  # PR curve data are kept only when plotting
+        project=str(save_dir),
+        name="evaluation",
+        exist_ok=True,
+        workers=0,
+        verbose=False,
+        split="val",
+    )
+    nc = len(job.class_names)
+    cm = getattr(metrics, "confusion_matrix", None)
+    matrix = np.asarray(cm.matrix).T if cm is not None else np.zeros((0, 0))  # rows: true
+    values = normalize_metrics(getattr(metrics, "results_dict", {}) or {})
+    if spec.task_type == IMAGE_CLASSIFICATION:
+        matrix = matrix[:nc, :nc]
+        return {
+            "metrics": values,
+            "classes": evaluation.confusion_report(matrix),
+            "confusion_matrix": {"rows": matrix.tolist()},
+            "pr_curves": [],
+        }
+    main = {INSTANCE_SEGMENTATION: "seg", POSE_ESTIMATION: "pose"}.get(spec.task_type, "box")
+    part = getattr(metrics, main)
+    box = metrics.box
+    counts = np.asarray(getattr(metrics, "nt_per_class", np.zeros(nc)))
+    ap_index = [int(c) for c in getattr(metrics, "ap_class_index", [])]
+    classes = []
+    for c in range(nc):
+        item: dict[str, Any] = {
+            "index": c,
+            "values": {"ap50": 0.0, "ap50_95": 0.0, "precision": 0.0, "recall": 0.0},
+            "instance_count": int(counts[c]) if c < len(counts) else 0,
+        }
+        if c in ap_index:
+            i = ap_index.index(c)
+            item["values"] = {
+                "ap50": float(part.ap50[i]),
+                "ap50_95": float(part.ap[i]),
+                "precision": float(part.p[i]),
+                "recall": float(part.r[i]),
+            }
+            if main != "box":
+                item["values"]["box_ap50"] = float(box.ap50[i])
+                item["values"]["box_ap50_95"] = float(box.ap[i])
+        classes.append(item)
+    curves = []
+    prec = np.asarray(getattr(part, "prec_values", []))
+    px = np.asarray(getattr(part, "px", []))
+    if prec.ndim == 2 and len(px):
+        pick = np.linspace(0, len(px) - 1, 101).round().astype(int)
+        for i, c in enumerate(ap_index[: len(prec)]):
+            curves.append(
+                {"index": c, "recall": px[pick].tolist(), "precision": prec[i][pick].tolist()}
+            )
+    return {
+        "metrics": values,
+        "classes": classes,
+        "confusion_matrix": {"rows": matrix[: nc + 1, : nc + 1].tolist()},
+        "pr_curves": curves,
+    }
+
+
+def check_weights(adapter: Any, path: Path, model: str, task_type: str) -> str:
+    """Load ``path`` with YOLO(); its task and architecture must be ``model``'s."""
+    if "YOLO_CONFIG_DIR" not in os.environ or os.environ.get("YOLO_OFFLINE") != "1":
+        setup_offline(Path(path).parent / "ultralytics-config")
+    from ultralytics import YOLO
+
+    if Path(path).suffix != ".pt":
+        raise ValueError("ultralytics weights are .pt files (YOLO(path) loads them)")
+    try:
+        loaded = YOLO(str(path))
+    except Exception as exc:
+        raise ValueError(f"YOLO() cannot load it: {type(exc).__name__}: {exc}") from None
+    want_task = _ULTRALYTICS_TASK[task_type]
+    if loaded.task != want_task:
+        raise ValueError(f"it is a {loaded.task} model; {task_type} needs a {want_task} model")
+    name = adapter.resolve_model(model, task_type)
+    yaml_file = str((getattr(loaded.model, "yaml", None) or {}).get("yaml_file", ""))
+    if yaml_file and Path(yaml_file).stem != name:
+        raise ValueError(f"it is a {Path(yaml_file).stem} model, not {name}")
+    names = getattr(loaded, "names", {}) or {}
+    params = sum(p.numel() for p in loaded.model.parameters())
+    return f"{name} ({want_task}), {len(names)} classes, {params / 1e6:.2f}M parameters"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from trainers.runtime.adapter import (
     IMAGE_CLASSIFICATION,
@@ -199,6 +200,23 @@ class UltralyticsAdapter(FrameworkAdapter):
         from trainers.ultralytics import _yolo
 
         _yolo.train(self, job)
+
+    def export(
+        self, checkpoint: Path, fmt: str, *, image_size: int, out_dir: Path, device: str
+    ) -> Path:
+        from trainers.ultralytics import _yolo
+
+        return _yolo.export(checkpoint, fmt, image_size=image_size, out_dir=out_dir, device=device)
+
+    def evaluate(self, job: JobContext, checkpoint: Path) -> dict[str, Any] | None:
+        from trainers.ultralytics import _yolo
+
+        return _yolo.evaluate(self, job, checkpoint)
+
+    def check_weights(self, path: Path, model: str, task_type: str) -> str:
+        from trainers.ultralytics import _yolo
+
+        return _yolo.check_weights(self, path, model, task_type)
 
     def predict(
         self,
