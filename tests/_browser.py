@@ -128,11 +128,11 @@ def new_page(browser: Any, base_url: str, token: str = "", user: dict | None = N
     )
     context.set_default_timeout(20_000)
     if token:
-        context.add_init_script(
-            "sessionStorage.setItem('visionmesh.token', %s);"
-            "sessionStorage.setItem('visionmesh.user', %s);"
-            % (json.dumps(token), json.dumps(json.dumps(user or {})))
+        script = (
+            f"sessionStorage.setItem('visionmesh.token', {json.dumps(token)});"
+            f"sessionStorage.setItem('visionmesh.user', {json.dumps(json.dumps(user or {}))});"
         )
+        context.add_init_script(script)
     page = context.new_page()
     page.external_requests = []  # type: ignore[attr-defined]
     page.console_errors = []  # type: ignore[attr-defined]
@@ -144,10 +144,13 @@ def new_page(browser: Any, base_url: str, token: str = "", user: dict | None = N
             page.external_requests.append(url)  # type: ignore[attr-defined]
 
     page.on("request", on_request)
-    page.on(
-        "console",
-        lambda msg: msg.type == "error" and page.console_errors.append(msg.text),  # type: ignore[attr-defined]
-    )
+
+    def on_console(msg: Any) -> None:
+        # an HTTP error answer is logged by Chromium too; the page shows those itself
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            page.console_errors.append(msg.text)  # type: ignore[attr-defined]
+
+    page.on("console", on_console)
     page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))  # type: ignore[attr-defined]
     return page
 

@@ -77,7 +77,7 @@ export function metricCharts(container, { totalEpochs = 0, bestMetric = "" } = {
       lo -= (Math.abs(lo) || 1) * 0.1;
     }
     const pad = (hi - lo) * 0.08;
-    lo = group === "Losses" && lo - pad < 0 && lo >= 0 ? 0 : lo - pad;
+    lo = lo >= 0 && lo - pad < 0 ? 0 : lo - pad;
     hi += pad;
     const x = (ep) => M.l + ((ep - 1) / (maxEpoch - 1)) * (W - M.l - M.r);
     const y = (v) => H - M.b - ((v - lo) / (hi - lo)) * (H - M.t - M.b);
@@ -117,7 +117,16 @@ export function metricCharts(container, { totalEpochs = 0, bestMetric = "" } = {
           "g",
           { class: "best-marker", "data-epoch": String(best.epoch) },
           svg("line", { x1: x(best.epoch), x2: x(best.epoch), y1: M.t, y2: H - M.b }),
-          svg("text", { x: x(best.epoch) + 4, y: M.t + 10, class: "best-label" }, `best (${best.epoch})`),
+          svg(
+            "text",
+            {
+              x: x(best.epoch) + (best.epoch > maxEpoch * 0.75 ? -4 : 4),
+              y: M.t + 10,
+              "text-anchor": best.epoch > maxEpoch * 0.75 ? "end" : "start",
+              class: "best-label",
+            },
+            `best (${best.epoch})`,
+          ),
         ),
       );
     }

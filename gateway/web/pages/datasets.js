@@ -112,12 +112,10 @@ export function renderDatasets({ main, params }) {
       {
         type: "button",
         class: "btn btn-small",
-        "aria-pressed": pub ? "true" : "false",
-        "aria-label": `Public: ${ds.displayName}`,
-        disabled: !owner,
-        title: owner ? "Make public or private" : "Only the owner can change this",
+        hidden: !owner,
       },
-      pub ? "Public" : "Private",
+      pub ? "Make private" : "Make public",
+      h("span", { class: "sr-only" }, ` ${ds.displayName}`),
     );
     toggle.addEventListener("click", () =>
       busy(toggle, async () => {
@@ -163,7 +161,13 @@ export function renderDatasets({ main, params }) {
       "tr",
       { dataset: { name: ds.name } },
       h("th", { scope: "row" }, h("a", { href: `#/datasets/${id}` }, ds.displayName || id)),
-      h("td", {}, toggle),
+      h(
+        "td",
+        { class: "vis" },
+        h("span", { class: pub ? "badge ok" : "badge", dataset: { visibility: pub ? "public" : "private" } }, pub ? "Public" : "Private"),
+        " ",
+        toggle,
+      ),
       h("td", { class: "num" }, Number(ds.imageCount || 0).toLocaleString()),
       h("td", { class: "num" }, Number(ds.annotationCount || 0).toLocaleString()),
       h("td", {}, ds.labeled ? "Labeled" : "Unlabeled"),
@@ -258,8 +262,8 @@ export function renderDatasets({ main, params }) {
       { class: "row wrap toolbar", role: "search" },
       field("Search by name", search),
       field("Sort", sort),
-      field("Visibility", visibility),
-      field("Labels", labeled),
+      field("Filter by visibility", visibility),
+      field("Filter by labels", labeled),
     ),
     summary,
     status,

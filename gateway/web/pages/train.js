@@ -305,7 +305,7 @@ export async function renderTrain({ main, params }) {
     for (const i of inputs) {
       const key = camel(i.hp.name);
       const v = i.hp.extra ? spec.extra?.[i.hp.name] : spec[key];
-      if (v === undefined || v === null || v === "" || v === 0 || v === "0") continue;
+      if (v === undefined || v === null || v === "" || v === 0 || v === "0" || v === false) continue;
       setValue(i, v);
       filled.push(`${i.hp.name} ${v}`);
     }

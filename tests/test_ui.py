@@ -1,0 +1,457 @@
+"""The web UI in headless Chromium against the real gateway, dataset_svc and ultralytics trainer.
+
+What a user does, through the browser only (the REST API is used to check what the page
+shows, and to prepare data where the page is not what is tested): sign in, manage
+datasets, upload a folder of real COCO images and their YOLO labels, see the boxes drawn
+where the labels put them, snapshots/compatibility/integrity/export, then a short
+training whose chart receives every epoch, stop early, download best.pt and predict.
+axe-core runs on every page (no serious or critical violations); every page is saved as a
+screenshot under var/screenshots/.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests._browser import (
+    assert_accessible,
+    launch_browser,
+    new_page,
+    require_browser,
+    screenshot,
+    start_gateway,
+)
+from tests._dataset import DEFAULT_BACKEND, PASSWORD, dataset_server_fixture, shared_data
+from tests._trainers import start_trainer
+
+pytestmark = pytest.mark.timeout(600)
+
+dataset_server = dataset_server_fixture([DEFAULT_BACKEND])
+
+
+def coco_names() -> list[str]:
+    """The 80 COCO class names, in order (det-coco8 ships no data.yaml)."""
+    import yaml
+
+    spec = __import__("importlib.util").util.find_spec("ultralytics")
+    if spec is None or not spec.origin:
+        pytest.skip("ultralytics is not installed")
+    path = Path(spec.origin).parent / "cfg" / "datasets" / "coco8.yaml"
+    return list(yaml.safe_load(path.read_text())["names"].values())
+
+
+@pytest.fixture(scope="module")
+def mesh(dataset_server):
+    require_browser()
+    trainer = start_trainer("ultralytics", dataset_server)
+    gateway = start_gateway(dataset_server.addr, {"ultralytics": trainer.addr})
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+        trainer.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(mesh):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch_browser(p)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Api:
+    """A signed-in REST client (to check what the page shows against the gateway)."""
+
+    def __init__(self, url: str, username: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=120)
+        self.username = username
+        self.http.post("/v1/auth:register", json={"username": username, "password": PASSWORD})
+        reply = self.login(PASSWORD)
+        assert reply.status_code == 200, reply.text
+        self.token = reply.json()["accessToken"]
+        self.user = reply.json().get("user") or {"username": username}
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def login(self, password: str) -> httpx.Response:
+        return self.http.post(
+            "/v1/auth:login", json={"username": self.username, "password": password}
+        )
+
+    def get(self, path: str, **params) -> dict:
+        reply = self.http.get(path, params=params)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def post(self, path: str, body: dict) -> dict:
+        reply = self.http.post(path, json=body)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def coco8(self, display_name: str) -> dict:
+        """A dataset holding det-coco8's images (train/val kept) and its YOLO labels."""
+        root = shared_data("det-coco8")
+        ds = self.post("/v1/datasets", {"displayName": display_name})
+        ds = ds.get("dataset", ds)
+        files = [
+            ("files", (str(p.relative_to(root)), p.read_bytes(), "image/jpeg"))
+            for p in sorted(root.glob("images/*/*.jpg"))
+        ]
+        reply = self.http.post(f"/v1/{ds['name']}/images:upload", files=files)
+        assert reply.status_code == 200, reply.text
+        labels = [
+            {"path": str(p.relative_to(root)), "content": base64.b64encode(p.read_bytes()).decode()}
+            for p in sorted(root.glob("labels/*/*.txt"))
+        ]
+        self.post(
+            f"/v1/{ds['name']}:importAnnotations", {"files": labels, "classNames": coco_names()}
+        )
+        return ds
+
+
+def user_name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def signed_in_page(browser, mesh, api: Api, path: str):
+    page = new_page(browser, mesh.url, api.token, api.user)
+    page.goto(path)
+    return page
+
+
+def assert_offline(page) -> None:
+    assert page.external_requests == [], page.external_requests
+    assert page.console_errors == [], page.console_errors
+
+
+def assert_every_image_has_alt(page) -> None:
+    missing = page.eval_on_selector_all("img", "els => els.filter(e => !e.alt).length")
+    assert missing == 0
+
+
+# -- sign in -------------------------------------------------------------------------------
+
+
+def test_register_sign_in_errors_and_sign_out(browser, mesh):
+    page = new_page(browser, mesh.url)
+    page.goto("/")
+    page.wait_for_selector("#login-title")
+    assert page.inner_text("#login-title") == "Sign in"
+    assert_accessible(page, "sign in")
+    screenshot(page, "01-sign-in")
+
+    username = user_name("ann")
+    page.get_by_role("button", name="New here? Create an account").click()
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("short")
+    page.get_by_role("button", name="Register").click()
+    # the gateway's own message for the bad password, as the API sends it
+    sent = httpx.post(
+        f"{mesh.url}/v1/auth:register", json={"username": username, "password": "short"}
+    ).json()
+    error = page.locator(".form-error")
+    error.wait_for()
+    assert sent["message"] in error.inner_text() or sent["message"] in page.inner_text("form")
+    screenshot(page, "02-register-error")
+
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Register").click()
+    page.wait_for_selector("h1:text-is('Datasets')")
+    assert username in page.inner_text("#who")
+    token = page.evaluate("sessionStorage.getItem('visionmesh.token')")
+    who = httpx.get(f"{mesh.url}/v1/auth:whoami", headers={"Authorization": f"Bearer {token}"})
+    assert who.json()["user"]["username"] == username
+
+    # keyboard only: sign out, then sign in with Tab and Enter
+    page.get_by_role("button", name="Sign out").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#login-title")
+    assert page.evaluate("sessionStorage.getItem('visionmesh.token')") is None
+    page.goto("/#/datasets")
+    page.wait_for_selector("#login-title")  # signed out: back to sign in
+    page.get_by_label("Username").focus()
+    page.keyboard.type(username)
+    page.keyboard.press("Tab")
+    page.keyboard.type("wrong password")
+    page.keyboard.press("Enter")
+    page.locator(".form-error").wait_for()
+    sent = httpx.post(
+        f"{mesh.url}/v1/auth:login", json={"username": username, "password": "wrong password"}
+    ).json()
+    assert sent["message"] in page.inner_text(".form-error")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("h1:text-is('Datasets')")
+    assert_offline(page)
+
+
+# -- datasets table ----------------------------------------------------------------------------
+
+
+def test_datasets_create_search_sort_visibility_delete(browser, mesh):
+    api = Api(mesh.url, user_name("dora"))
+    other = Api(mesh.url, user_name("olaf"))
+    shared = other.post(
+        "/v1/datasets",
+        {"displayName": f"shared-{other.username}", "visibility": "VISIBILITY_PUBLIC"},
+    )
+    shared = shared.get("dataset", shared)
+    page = signed_in_page(browser, mesh, api, "/#/datasets")
+    page.wait_for_selector("#datasets-table")
+    tag = uuid.uuid4().hex[:6]
+    for name in (f"zebras-{tag}", f"apples-{tag}"):
+        page.goto("/#/datasets")
+        page.get_by_label("Name", exact=True).fill(name)
+        page.get_by_role("button", name="Create dataset").click()
+        page.wait_for_selector(f"h1:text-is('{name}')")
+    page.goto("/#/datasets")
+    rows = page.locator("#datasets-table tbody tr[data-name]")
+    # search narrows to this test's two datasets; sort by name puts apples first
+    page.get_by_label("Search by name").fill(tag)
+    page.wait_for_function(
+        "document.querySelectorAll('#datasets-table tbody tr[data-name]').length === 2"
+    )
+    page.get_by_label("Sort").select_option("display_name")
+    page.wait_for_function(
+        "document.querySelector('#datasets-table tbody tr[data-name] th').innerText.startsWith('apples')"
+    )
+    assert rows.nth(1).locator("th").inner_text() == f"zebras-{tag}"
+    page.get_by_label("Sort").select_option("display_name desc")
+    page.wait_for_function(
+        "document.querySelector('#datasets-table tbody tr[data-name] th').innerText.startsWith('zebras')"
+    )
+    assert_accessible(page, "datasets")
+    screenshot(page, "03-datasets")
+
+    # public/private toggle, checked through the API
+    apples = page.locator("#datasets-table tbody tr", has_text=f"apples-{tag}")
+    name = apples.get_attribute("data-name")
+    assert apples.locator("[data-visibility]").inner_text() == "Private"
+    apples.get_by_role("button", name=f"Make public apples-{tag}").click()
+    page.wait_for_selector(f"tr[data-name='{name}'] [data-visibility=public]")
+    assert api.get(f"/v1/{name}")["dataset"]["visibility"] == "VISIBILITY_PUBLIC"
+    # visibility filter: public only shows apples (and not the private zebras)
+    page.get_by_label("Filter by visibility").select_option("VISIBILITY_PUBLIC")
+    page.wait_for_function(
+        "document.querySelectorAll('#datasets-table tbody tr[data-name]').length === 1"
+    )
+    assert rows.first.get_attribute("data-name") == name
+
+    # another user's public dataset is listed with its owner but offers no owner controls
+    page.get_by_label("Search by name").fill(f"shared-{other.username}")
+    page.wait_for_selector(f"tr[data-name='{shared['name']}']")
+    row = page.locator(f"tr[data-name='{shared['name']}']")
+    assert other.username in row.inner_text()
+    assert row.locator("[data-visibility]").inner_text() == "Public"
+    assert row.get_by_role("button", name=f"Make private shared-{other.username}").count() == 0
+    assert row.get_by_role("button", name=f"Delete shared-{other.username}").count() == 0
+
+    # delete with confirmation: Cancel keeps it, Delete removes it
+    page.get_by_label("Filter by visibility").select_option("")
+    page.get_by_label("Search by name").fill(tag)
+    page.wait_for_function(
+        "document.querySelectorAll('#datasets-table tbody tr[data-name]').length === 2"
+    )
+    page.get_by_role("button", name=f"Delete apples-{tag}").click()
+    dialog = page.locator("dialog[open]")
+    assert f"apples-{tag}" in dialog.inner_text()
+    assert_accessible(page, "delete confirmation")
+    dialog.get_by_role("button", name="Cancel").click()
+    assert api.http.get(f"/v1/{name}").status_code == 200
+    page.get_by_role("button", name=f"Delete apples-{tag}").click()
+    page.locator("dialog[open]").get_by_role("button", name="Delete").click()
+    page.wait_for_function(
+        "document.querySelectorAll('#datasets-table tbody tr[data-name]').length === 1"
+    )
+    assert api.http.get(f"/v1/{name}").status_code == 404
+    assert_offline(page)
+
+
+# -- upload, import, gallery ---------------------------------------------------------------------
+
+
+def yolo_boxes(root: Path, image: Path) -> list[tuple[int, float, float, float, float]]:
+    """(class, x, y, w, h) in pixels from the image's YOLO label file."""
+    from PIL import Image
+
+    width, height = Image.open(image).size
+    label = root / "labels" / image.parent.name / f"{image.stem}.txt"
+    out = []
+    for line in label.read_text().split("\n"):
+        if line.strip():
+            c, cx, cy, w, h = line.split()[:5]
+            w_px, h_px = float(w) * width, float(h) * height
+            out.append(
+                (int(c), float(cx) * width - w_px / 2, float(cy) * height - h_px / 2, w_px, h_px)
+            )
+    return out
+
+
+def test_upload_folder_import_labels_and_see_them_drawn(browser, mesh, tmp_path):
+    root = shared_data("det-coco8")
+    names = coco_names()
+    api = Api(mesh.url, user_name("uma"))
+    page = signed_in_page(browser, mesh, api, "/#/datasets")
+    page.get_by_label("Name", exact=True).fill("coco8 upload")
+    page.get_by_role("button", name="Create dataset").click()
+    page.wait_for_selector("h1:text-is('coco8 upload')")
+    dataset_id = page.evaluate("location.hash").split("/")[2]
+    name = f"datasets/{dataset_id}"
+
+    # the folder picker: images with their structure, labels kept aside, the rest skipped
+    page.get_by_role("link", name="Upload").click()
+    page.wait_for_selector("#dropzone")
+    assert_accessible(page, "upload")
+    page.set_input_files("#folder-picker", str(root))
+    page.wait_for_selector("#upload-summary")
+    assert page.get_attribute("#upload-progress", "value") == "100"
+    summary = page.inner_text("#upload-summary")
+    assert "8 images added" in summary
+    skipped = page.locator("#skipped-files tbody tr")
+    skipped_paths = sorted(r.locator("td").first.inner_text() for r in skipped.all())
+    assert skipped_paths == ["LICENSE", "README.md"]
+    assert all(r.locator("td").nth(1).inner_text().strip() for r in skipped.all())
+    images = api.get(f"/v1/{name}/images", pageSize=100)["images"]
+    expected_paths = sorted(str(p.relative_to(root)) for p in root.glob("images/*/*.jpg"))
+    assert sorted(i["path"] for i in images) == expected_paths
+    assert {i["split"] for i in images} == {"train", "val"}
+    assert_accessible(page, "upload finished")
+    screenshot(page, "04-upload")
+
+    # the labels found in the folder go to the import page; YOLO needs class names
+    page.get_by_role("link", name="Import these 8 annotation files…").click()
+    page.wait_for_selector("#import-title")
+    assert "8 file(s)" in page.inner_text("#import-chosen")
+    page.get_by_label("Class names").fill("\n".join(names))
+    page.get_by_role("button", name="Import", exact=True).click()
+    page.wait_for_selector("#import-summary")
+    n_boxes = sum(len(yolo_boxes(root, p)) for p in root.glob("images/*/*.jpg"))
+    assert f"{n_boxes} annotations" in page.inner_text("#import-summary")
+    assert "yolo" in page.inner_text("#import-summary")
+    screenshot(page, "05-import")
+
+    # a broken document: refused with each problem listed at its JSON path, as the API says
+    image0 = sorted(root.glob("images/train/*.jpg"))[0]
+    bad = {
+        "images": [
+            {"id": 1, "file_name": str(image0.relative_to(root)), "width": 10, "height": 10}
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [-50, 0, 10, 10]},
+            {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 5, 5]},
+        ],
+    }
+    bad_file = tmp_path / "annotations.json"
+    bad_file.write_text(json.dumps(bad))
+    sent = api.http.post(
+        f"/v1/{name}:importAnnotations",
+        json={
+            "files": [
+                {
+                    "path": "annotations.json",
+                    "content": base64.b64encode(bad_file.read_bytes()).decode(),
+                }
+            ],
+            "replaceExisting": True,
+        },
+    )
+    assert sent.status_code == 400, sent.text
+    violations = [v["field"] for d in sent.json()["details"] for v in d.get("fieldViolations", [])]
+    assert violations
+    page.set_input_files("input[name=files]", str(bad_file))
+    page.get_by_role("button", name="Import", exact=True).click()
+    page.wait_for_selector("#import-problems")
+    shown = [c.inner_text() for c in page.locator("#import-problems tbody tr td:first-child").all()]
+    assert shown == violations
+    assert sent.json()["message"] in page.inner_text(".form-error")
+    assert_accessible(page, "import problems")
+    screenshot(page, "06-import-problems")
+    assert api.get(f"/v1/{name}")["dataset"]["annotationCount"] == str(n_boxes)
+
+    # the gallery: every box drawn where its label puts it
+    page.get_by_role("link", name="Gallery").click()
+    page.wait_for_selector(".gallery[data-ready]")
+    tiles = page.locator(".gallery .tile")
+    assert tiles.count() == 8
+    for image in sorted(root.glob("images/*/*.jpg")):
+        path = str(image.relative_to(root))
+        tile = page.locator(f".tile[data-path='{path}']")
+        drawn = tile.locator("svg.overlay rect").evaluate_all(
+            "els => els.map(e => [e.closest('g').dataset.class, +e.getAttribute('x'),"
+            " +e.getAttribute('y'), +e.getAttribute('width'), +e.getAttribute('height')])"
+        )
+        want = sorted((names[c], x, y, w, h) for c, x, y, w, h in yolo_boxes(root, image))
+        assert len(drawn) == len(want), path
+        for got, exp in zip(sorted(map(tuple, drawn)), want, strict=True):
+            assert got[0] == exp[0]
+            assert all(abs(a - b) <= 1.0 for a, b in zip(got[1:], exp[1:], strict=True)), (got, exp)
+
+    # on screen: the first box of a tile sits over the right pixels of the shown thumbnail
+    image = sorted(root.glob("images/train/*.jpg"))[0]
+    from PIL import Image
+
+    width, height = Image.open(image).size
+    tile = page.locator(f".tile[data-path='{image.relative_to(root)}']")
+    img_box = tile.locator("img").bounding_box()
+    scale = min(img_box["width"] / width, img_box["height"] / height)
+    left = img_box["x"] + (img_box["width"] - width * scale) / 2
+    top = img_box["y"] + (img_box["height"] - height * scale) / 2
+    for rect in tile.locator("svg.overlay rect").all():
+        x, y, w, h = (float(rect.get_attribute(a)) for a in ("x", "y", "width", "height"))
+        box = rect.bounding_box()  # includes the 2 px stroke, 1 px each side
+        assert abs(box["x"] + 1 - (left + x * scale)) <= 1
+        assert abs(box["y"] + 1 - (top + y * scale)) <= 1
+        assert abs(box["width"] - 2 - w * scale) <= 1
+        assert abs(box["height"] - 2 - h * scale) <= 1
+    assert_every_image_has_alt(page)
+    assert_accessible(page, "gallery")
+    screenshot(page, "07-gallery")
+
+    # a class toggle hides that class's shapes, and only those
+    person = page.locator(".gallery g.ann[data-class='person']")
+    others = page.locator(".gallery g.ann:not([data-class='person'])")
+    assert person.count() > 0 and others.count() > 0
+    page.locator(".class-toggles label", has_text="person").locator("input").uncheck()
+    assert all(not g.is_visible() for g in person.all())
+    assert all(g.is_visible() for g in others.all())
+    page.locator(".class-toggles label", has_text="person").locator("input").check()
+    assert all(g.is_visible() for g in person.all())
+
+    # the histogram per split matches the dataset's health
+    health = api.get(f"/v1/{name}")["dataset"]["health"]
+    val_person = next(
+        c for c in health["classCounts"] if c["split"] == "val" and c["categoryName"] == "person"
+    )
+    row = page.locator(".hist", has=page.locator("caption", has_text="val")).locator(
+        "tr", has=page.locator("th", has_text="person")
+    )
+    assert row.locator(".bar-num").inner_text() == str(val_person["annotationCount"])
+
+    # keyboard: Tab to a tile, Enter opens it large with its boxes, Escape closes
+    tile.locator("button").focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator("dialog[open]")
+    dialog.wait_for()
+    page.wait_for_function(
+        "document.querySelector('dialog[open] .large-img')?.naturalWidth === %d" % width
+    )
+    assert dialog.locator("svg.overlay rect").count() == len(yolo_boxes(root, image))
+    assert dialog.locator(".ann-list li").count() == len(yolo_boxes(root, image))
+    assert_accessible(page, "large image")
+    screenshot(page, "08-image-large")
+    page.keyboard.press("Escape")
+    assert page.locator("dialog[open]").count() == 0
+    assert_offline(page)
