@@ -1,8 +1,10 @@
 """CheckCompatibility and GetConversionMatrix on the sdk's rules (``visionmesh.compat``).
 
 With a ``model``, the trainers named in ``VISIONMESH_TRAINERS`` are asked (with the
-caller's token, 3 s each) which tasks the model trains: a model that does not train the
-task makes the report incompatible; a model no reachable trainer knows adds a warning.
+caller's token, 3 s each) which tasks the model trains (their GetCapabilities are the one
+model table): a model of another task, or one that no trainer offers while all of them
+answered, is INVALID_ARGUMENT on ``model``; a model no reachable trainer knows while one
+is unreachable adds a warning.
 """
 
 from __future__ import annotations
@@ -105,11 +107,31 @@ def check(
     return report_message(report)
 
 
-def _check_model(
-    report: compat.CompatibilityReport, model: str, task: str, trainers: dict[str, str]
-) -> None:
+# A name with one of these suffixes is that task's variant, whatever trainer offers it
+# (ultralytics: yolo11n-seg, yolo26s-cls): certain without asking any trainer.
+TASK_SUFFIXES = {
+    "-seg": formats.normalize_task("TASK_TYPE_INSTANCE_SEGMENTATION"),
+    "-cls": formats.normalize_task("TASK_TYPE_IMAGE_CLASSIFICATION"),
+    "-pose": formats.normalize_task("TASK_TYPE_POSE_ESTIMATION"),
+}
+MAX_MODEL_CHARS = 128
+
+
+def _suffix_task(model: str) -> tuple[str, str | None]:
+    """(name without a task suffix, the suffix's task or None)."""
+    for suffix, task in TASK_SUFFIXES.items():
+        if model.endswith(suffix):
+            return model.removesuffix(suffix), task
+    return model, None
+
+
+def _capabilities(
+    trainers: dict[str, str],
+) -> tuple[dict[str, tuple[str, list[str]]], list[str]]:
+    """model name -> (framework, tasks) from every reachable trainer; the unreachable ones."""
     token = auth.current_token()
     metadata = auth.bearer_metadata(token) if token else None
+    offered: dict[str, tuple[str, list[str]]] = {}
     unreachable = []
     for framework, addr in trainers.items():
         try:
@@ -121,16 +143,56 @@ def _check_model(
             unreachable.append(framework)
             continue
         for info in caps.models:
-            if info.name == model:
-                tasks = [
-                    formats.normalize_task(common_pb2.TaskType.Name(t)) for t in info.task_types
-                ]
-                if task not in tasks:
-                    report.compatible = False
-                    report.errors.append(
-                        f"model {model!r} ({caps.framework}) does not train {task}; it trains "
-                        + ", ".join(tasks)
-                    )
-                return
-    where = f" (unreachable: {', '.join(unreachable)})" if unreachable else ""
-    report.warnings.append(f"model {model!r} is not offered by any reachable trainer{where}")
+            tasks = [
+                formats.normalize_task(common_pb2.TaskType.Name(t))
+                for t in info.task_types
+                if t in common_pb2.TaskType.values() and t != common_pb2.TASK_TYPE_UNSPECIFIED
+            ]
+            offered.setdefault(info.name, (caps.framework or framework, tasks))
+    return offered, unreachable
+
+
+def _check_model(
+    report: compat.CompatibilityReport, model: str, task: str, trainers: dict[str, str]
+) -> None:
+    """INVALID_ARGUMENT on ``model`` when it certainly cannot train ``task``.
+
+    Certain: a task suffix of another task (``yolo11n-cls`` for detection); a model a
+    trainer offers for other tasks only; a model no trainer offers while every trainer in
+    VISIONMESH_TRAINERS answered. The trainers' GetCapabilities are the one model table.
+    With a trainer unreachable, a model no reachable trainer offers is a warning.
+    """
+    if len(model) > MAX_MODEL_CHARS or not model.strip() or model != model.strip():
+        raise invalid_argument(
+            f"model {model[:40]!r} is not a model name", "model", "1-128 characters, no spaces"
+        )
+    base, suffix_task = _suffix_task(model)
+    if suffix_task is not None and suffix_task != task:
+        raise invalid_argument(
+            f"model {model!r} is for {suffix_task}, not {task} (for {task} use {base!r} "
+            "or another model that trains it)",
+            "model",
+        )
+    offered, unreachable = _capabilities(trainers)
+    found = offered.get(model) or (offered.get(base) if suffix_task else None)
+    if found is not None:
+        framework, tasks = found
+        if task not in tasks:
+            raise invalid_argument(
+                f"model {model!r} ({framework}) does not train {task}; it trains "
+                + ", ".join(tasks),
+                "model",
+            )
+        return
+    if unreachable:
+        report.warnings.append(
+            f"model {model!r} is not offered by any reachable trainer "
+            f"(unreachable: {', '.join(unreachable)})"
+        )
+        return
+    known = sorted(name for name, (_, tasks) in offered.items() if task in tasks)
+    raise invalid_argument(
+        f"no trainer offers a model named {model!r}"
+        + (f"; for {task}: {', '.join(known[:20])}" if known else f"; none trains {task}"),
+        "model",
+    )

@@ -22,6 +22,7 @@ from dataset_svc.catalog.models import (
 )
 from dataset_svc.errors import invalid_argument, invalid_fields
 from dataset_svc.permissions import visible_to
+from dataset_svc.validation import text_problem
 from visionmesh.v1 import common_pb2, dataset_pb2
 
 MAX_DISPLAY_NAME = 200
@@ -72,11 +73,11 @@ def validate_fields(message: dataset_pb2.Dataset, fields: Iterable[str]) -> None
                 problems.append(
                     ("dataset.display_name", f"must be 1-{MAX_DISPLAY_NAME} characters")
                 )
+            elif problem := text_problem(name, MAX_DISPLAY_NAME):
+                problems.append(("dataset.display_name", problem))
         elif field == "description":
-            if len(message.description) > MAX_DESCRIPTION:
-                problems.append(
-                    ("dataset.description", f"must be at most {MAX_DESCRIPTION} characters")
-                )
+            if problem := text_problem(message.description, MAX_DESCRIPTION, multiline=True):
+                problems.append(("dataset.description", problem))
         elif field == "visibility":
             if message.visibility not in (
                 common_pb2.VISIBILITY_PRIVATE,

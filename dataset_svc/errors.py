@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -88,9 +89,13 @@ def aborted(message: str) -> ServiceError:
 
 
 def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+    from dataset_svc.validation import check_enums  # imports this module
+
     @functools.wraps(method)
     def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            if isinstance(request, Message):  # a stream checks its own messages
+                check_enums(request)
             return method(self, request, context)
         except ServiceError as err:
             context.abort_with_status(err.to_status())
@@ -139,7 +144,8 @@ def _wrap_stream(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def grpc_errors(cls: type) -> type:
-    """Class decorator: every public RPC method maps ServiceError to its gRPC status."""
+    """Class decorator: every public RPC method maps ServiceError to its gRPC status, after
+    refusing enum values the request's enums do not declare (INVALID_ARGUMENT naming them)."""
     for name, member in list(vars(cls).items()):
         if name[0].isupper() and inspect.isfunction(member):
             wrap = _wrap_stream if inspect.isgeneratorfunction(member) else _wrap

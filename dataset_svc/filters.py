@@ -14,6 +14,11 @@ from dataclasses import dataclass
 
 from dataset_svc.errors import invalid_argument
 
+# Bounded before parsing: a list filter names a few fields, never thousands of terms.
+MAX_FILTER_CHARS = 2048
+MAX_TERMS = 16
+_CONJUNCTION = re.compile(r"\s*(AND\s+)?")
+
 _TERM = re.compile(
     r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.]*)\s*(?P<op>=|:)\s*
         (?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s"]+))\s*""",
@@ -30,13 +35,22 @@ class Term:
 
 def parse(text: str, allowed: dict[str, set[str]]) -> list[Term]:
     """Parse ``text``; ``allowed`` maps each accepted field to its accepted operators."""
+    if len(text) > MAX_FILTER_CHARS:
+        raise invalid_argument(
+            f"filter is {len(text)} characters long; at most {MAX_FILTER_CHARS} are accepted",
+            "filter",
+        )
     terms: list[Term] = []
     pos = 0
     text = text.strip()
     accepted = ", ".join(f"{f}{'|'.join(sorted(ops))}" for f, ops in sorted(allowed.items()))
     while pos < len(text):
+        if len(terms) >= MAX_TERMS:
+            raise invalid_argument(
+                f"filter has more than {MAX_TERMS} terms: combine fewer conditions", "filter"
+            )
         if terms:
-            conj = re.compile(r"\s*(AND\s+)?").match(text, pos)
+            conj = _CONJUNCTION.match(text, pos)
             pos = conj.end() if conj else pos
         match = _TERM.match(text, pos)
         if not match:

@@ -18,7 +18,7 @@ import argparse
 import logging
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -111,6 +111,36 @@ def collect(
         report.staging_removed,
     )
     return report
+
+
+def take_back(catalog: Catalog, store: ObjectStore, digests: Iterable[str]) -> int:
+    """Delete the blobs among ``digests`` that no image or snapshot uses; how many went.
+
+    For what a refused or failed upload wrote (nothing refused may stay in the store).
+    Under the blob guard like a GC batch; ``last_gc_time`` is stamped after the deletes,
+    so an upload that found one of these blobs stored (and so did not write it) re-checks
+    its blobs at commit and answers ABORTED instead of committing a dangling row.
+    """
+    present = [d for d in sorted(set(digests)) if store.has_blob(d)]
+    if not present:
+        return 0
+    deleted = 0
+    with catalog.session() as session:
+        lock_blob_references(session)
+        used = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(present))))
+        used.update(
+            session.scalars(select(RetainedBlob.sha256).where(RetainedBlob.sha256.in_(present)))
+        )
+        garbage = [d for d in present if d not in used]
+        for digest in garbage:
+            if _delete(store, f"{BLOB_PREFIX}{digest[:2]}/{digest}"):
+                deleted += 1
+        if garbage:
+            session.execute(delete(Blob).where(Blob.sha256.in_(garbage)))
+            session.execute(
+                update(BlobGuard).where(BlobGuard.id == 1).values(last_gc_time=utcnow())
+            )
+    return deleted
 
 
 def _orphans(session, store: ObjectStore, keys: list[str]) -> int:  # type: ignore[no-untyped-def]

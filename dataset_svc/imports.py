@@ -1,5 +1,9 @@
 """ImportAnnotations: read a document with the formats library, validate, replace: all or nothing.
 
+An import without files is refused unless ``format`` is ImageFolder (labels from folder
+names, asked for by name); a dataset that has annotations keeps them unless the request
+sets ``replace_existing`` (FAILED_PRECONDITION otherwise).
+
 The document's files come in the request (one JSON file, or the label files of a folder
 layout such as YOLO's ``labels/train/x.txt``); the images are the ones already in the
 catalog (path, width, height, sha256), so the reader matches labels to images exactly as
@@ -13,12 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from dataset_svc import documents, paths
 from dataset_svc.catalog.models import Annotation, Category, Dataset, Image
 from dataset_svc.errors import failed_precondition, invalid_argument, invalid_fields
+from dataset_svc.validation import text_problem
 from visionmesh import formats
 from visionmesh.v1 import common_pb2, dataset_pb2
 
@@ -29,6 +34,7 @@ FORMAT_HINTS = {
     common_pb2.ANNOTATION_FORMAT_IMAGEFOLDER: "imagefolder",
 }
 MAX_VIOLATIONS = 100
+MAX_CATEGORY_NAME = 255  # the catalog's column
 CATEGORY_KEYS = {"id", "name", "supercategory"}
 
 
@@ -68,6 +74,53 @@ def _request_files(request: dataset_pb2.ImportAnnotationsRequest) -> dict[str, b
     return files
 
 
+def _document_field(request: dataset_pb2.ImportAnnotationsRequest) -> str:
+    """The field of the (first) JSON file sent, else ``files``."""
+    for i, f in enumerate(request.files):
+        if f.path.lower().endswith(".json"):
+            return f"files[{i}].content"
+    return "files"
+
+
+def _has_annotations(session: Session, dataset_id: str) -> bool:
+    return bool(
+        session.scalar(
+            select(
+                exists().where(Annotation.dataset_id == dataset_id)
+                | exists().where(Category.dataset_id == dataset_id)
+            )
+        )
+    )
+
+
+def _check_class_names(request: dataset_pb2.ImportAnnotationsRequest) -> None:
+    problems = [
+        (f"class_names[{i}]", why)
+        for i, name in enumerate(request.class_names)
+        if (why := text_problem(name, MAX_CATEGORY_NAME) or ("" if name.strip() else "empty"))
+    ]
+    if problems:
+        raise invalid_fields(f"bad class name: {problems[0][0]} {problems[0][1]}", problems)
+
+
+def _check_categories(categories: list[dict[str, Any]]) -> None:
+    """Category names as the catalog stores them: bounded, no control characters."""
+    problems = []
+    for i, c in enumerate(categories):
+        for key in ("name", "supercategory"):
+            value = c.get(key) or ""
+            if not isinstance(value, str):
+                problems.append((f"categories[{i}].{key}", "must be a string"))
+            elif why := text_problem(value, MAX_CATEGORY_NAME):
+                problems.append((f"categories[{i}].{key}", why))
+        if len(problems) >= MAX_VIOLATIONS:
+            break
+    if problems:
+        raise invalid_fields(
+            f"the annotations were not imported: {problems[0][0]} {problems[0][1]}", problems
+        )
+
+
 def import_annotations(
     session: Session, dataset: Dataset, request: dataset_pb2.ImportAnnotationsRequest
 ) -> dataset_pb2.ImportAnnotationsResponse:
@@ -82,12 +135,26 @@ def import_annotations(
             "their annotations"
         )
     files = _request_files(request)
+    if not files and request.format != common_pb2.ANNOTATION_FORMAT_IMAGEFOLDER:
+        raise invalid_argument(
+            "files is empty: send the annotation document (a DICE/COCO JSON file, YOLO label "
+            "files); to label images by their folder names instead, set format to "
+            "ANNOTATION_FORMAT_IMAGEFOLDER",
+            "files",
+        )
+    _check_class_names(request)
     source = formats.MemorySource(files, {r.path: (r.width, r.height, r.sha256) for r in rows})
-    result = formats.read(
-        source,
-        format=FORMAT_HINTS.get(request.format),
-        class_names=list(request.class_names) or None,
-    )
+    try:
+        result = formats.read(
+            source,
+            format=FORMAT_HINTS.get(request.format),
+            class_names=list(request.class_names) or None,
+        )
+    except RecursionError:  # the formats library bounds depth; never trust that blindly
+        raise invalid_argument(
+            "the annotation document is nested too deeply to be an annotation document",
+            _document_field(request),
+        ) from None
     if not result.variant or result.variant == "images-only":
         sent = ", ".join(sorted(files)[:5]) or "no files"
         raise invalid_argument(
@@ -101,6 +168,13 @@ def import_annotations(
     if result.warnings and not request.allow_warnings:
         raise _refuse(result.warnings, "warnings", "Set allow_warnings to import anyway.")
     document = formats.to_dice_dict(result.dataset)
+    _check_categories(document["categories"])
+    # The request is valid; whether it may replace what is there is the dataset's state.
+    if not request.replace_existing and _has_annotations(session, dataset.id):
+        raise failed_precondition(
+            f"datasets/{dataset.id} already has annotations: set replace_existing to replace "
+            "them with this document (a snapshot keeps the current ones: CreateSnapshot first)"
+        )
     image_id_of = {r.path: r.id for r in rows}
     _replace(session, dataset.id, document, image_id_of)
     dataset.labeled = True

@@ -10,6 +10,9 @@ The shared ones (home, database URL, store URL, key paths) come from
   fails with RESOURCE_EXHAUSTED and commits nothing.
 - ``VISIONMESH_MAX_UPLOAD_FILES`` (default 200,000): files per UploadImages stream.
 - ``VISIONMESH_TOKEN_TTL_SECONDS`` (default 12 h): lifetime of the tokens Login issues.
+- ``VISIONMESH_LOGIN_MAX_FAILURES`` (default 5) and ``VISIONMESH_LOGIN_CLIENT_MAX_FAILURES``
+  (default 20): failed sign-ins in a row for one account / from one client address after
+  which attempts wait 1 s, 2 s, 4 s, ... (see :class:`dataset_svc.users.LoginThrottle`).
 - ``VISIONMESH_GC_INTERVAL_SECONDS`` (default 3600; 0 disables): how often the server
   removes blobs nothing references (see :mod:`dataset_svc.gc`).
 """
@@ -43,6 +46,8 @@ class ServiceSettings:
     upload_spool_bytes: int  # an uploaded file bigger than this waits in a temp file
     token_ttl_seconds: int
     gc_interval_seconds: int
+    login_max_failures: int = 5
+    login_client_max_failures: int = 20
 
     @property
     def upload_tmp_dir(self) -> Path:
@@ -63,4 +68,6 @@ def load() -> ServiceSettings:
         upload_spool_bytes=_int("VISIONMESH_UPLOAD_SPOOL_BYTES", 8 * 1024 * 1024),
         token_ttl_seconds=_int("VISIONMESH_TOKEN_TTL_SECONDS", 12 * 3600),
         gc_interval_seconds=_int("VISIONMESH_GC_INTERVAL_SECONDS", 3600),
+        login_max_failures=_int("VISIONMESH_LOGIN_MAX_FAILURES", 5),
+        login_client_max_failures=_int("VISIONMESH_LOGIN_CLIENT_MAX_FAILURES", 20),
     )

@@ -30,12 +30,14 @@ from typing import Any
 
 import grpc
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataset_svc import documents, names, retention
 from dataset_svc.catalog.db import lock_blob_references
 from dataset_svc.catalog.models import Dataset, Snapshot, User, utcnow
 from dataset_svc.errors import ServiceError, already_exists, invalid_fields, not_found
+from dataset_svc.validation import text_problem
 from visionmesh.store import KeyNotFound, ObjectStore
 from visionmesh.v1 import dataset_pb2
 
@@ -58,14 +60,33 @@ def validate(message: dataset_pb2.Snapshot) -> None:
                 "or digit (e.g. v1, 2024-06-01)",
             )
         )
-    if len(message.reason) > MAX_REASON:
-        problems.append(("snapshot.reason", f"at most {MAX_REASON} characters"))
-    if len(message.description) > MAX_DESCRIPTION:
-        problems.append(("snapshot.description", f"at most {MAX_DESCRIPTION} characters"))
+    if problem := text_problem(message.reason, MAX_REASON):
+        problems.append(("snapshot.reason", problem))
+    if problem := text_problem(message.description, MAX_DESCRIPTION, multiline=True):
+        problems.append(("snapshot.description", problem))
     if problems:
         raise invalid_fields(
             "invalid snapshot: " + "; ".join(f"{f}: {d}" for f, d in problems), problems
         )
+
+
+def _name_taken(dataset_id: str, version_name: str, taken: str | None) -> ServiceError:
+    which = f" ({names.snapshot_name(dataset_id, taken)})" if taken else ""
+    return already_exists(
+        f"datasets/{dataset_id} already has a snapshot named {version_name!r}{which}: "
+        "choose another version_name",
+        "snapshot.version_name",
+    )
+
+
+def _check_version_name_free(session: Session, dataset_id: str, version_name: str) -> None:
+    taken = session.scalar(
+        select(Snapshot.id).where(
+            Snapshot.dataset_id == dataset_id, Snapshot.version_name == version_name
+        )
+    )
+    if taken:
+        raise _name_taken(dataset_id, version_name, taken)
 
 
 def create(
@@ -77,20 +98,12 @@ def create(
 ) -> Snapshot:
     validate(message)
     version_name = message.version_name or None
-    if version_name is not None:
-        taken = session.scalar(
-            select(Snapshot.id).where(
-                Snapshot.dataset_id == dataset.id, Snapshot.version_name == version_name
-            )
-        )
-        if taken:
-            raise already_exists(
-                f"datasets/{dataset.id} already has a snapshot named {version_name!r} "
-                f"({names.snapshot_name(dataset.id, taken)}): choose another version_name",
-                "snapshot.version_name",
-            )
-    # Taken first: no image leaves the head (unretained) while the snapshot reads it.
+    # Taken first: no image leaves the head (unretained) while the snapshot reads it, and
+    # concurrent snapshots of one version name queue here, so the check below sees the
+    # winner's row and every later one answers ALREADY_EXISTS.
     lock_blob_references(session)
+    if version_name is not None:
+        _check_version_name_free(session, dataset.id, version_name)
     snapshot_id = names.new_id()
     now = utcnow()
     info = {
@@ -108,7 +121,6 @@ def create(
     }
     head = documents.head_json(session, dataset.id, info)
     key = manifest_key(dataset.id, snapshot_id)
-    store.put_bytes(key, head.data, content_type="application/json")
     row = Snapshot(
         id=snapshot_id,
         dataset_id=dataset.id,
@@ -127,7 +139,13 @@ def create(
         image_watermark=retention.watermark(session),
     )
     session.add(row)
-    session.flush()
+    try:
+        session.flush()  # the row first: a refused snapshot writes nothing to the store
+    except IntegrityError:
+        if version_name is None:
+            raise
+        raise _name_taken(dataset.id, version_name, None) from None
+    store.put_bytes(key, head.data, content_type="application/json")
     return row
 
 

@@ -48,6 +48,7 @@ from dataset_svc.errors import (
     resource_exhausted,
 )
 from dataset_svc.settings import ServiceSettings
+from dataset_svc.validation import check_enums
 from visionmesh.store import ObjectStore
 from visionmesh.v1 import dataset_pb2
 
@@ -60,6 +61,7 @@ MAX_PENDING_FILES = 64
 # costs more than the rest of its ingest); in-memory files waiting for the pool are capped.
 MAX_PENDING_BYTES = 128 * 1024 * 1024
 OnConflict = dataset_pb2.UploadImagesHeader.OnConflict
+KEEPING = (OnConflict.ON_CONFLICT_SKIP, OnConflict.ON_CONFLICT_FAIL)
 
 
 @dataclass
@@ -80,6 +82,8 @@ class Received:
     skipped: list[dataset_pb2.RejectedFile] = field(default_factory=list)
     deduplicated: int = 0
     received_bytes: int = 0
+    # Blobs this stream wrote (not stored before): what to take back if it is refused.
+    written: list[str] = field(default_factory=list)
 
 
 def read_header(first: dataset_pb2.UploadImagesRequest) -> dataset_pb2.UploadImagesHeader:
@@ -90,6 +94,7 @@ def read_header(first: dataset_pb2.UploadImagesRequest) -> dataset_pb2.UploadIma
             "header",
         )
     header = first.header
+    check_enums(header, "header.")
     try:
         paths.normalize(header.path_prefix, allow_empty=True)
     except paths.BadPath as exc:
@@ -119,6 +124,30 @@ def _probe_image(source: Path | BinaryIO, max_pixels: int) -> tuple[int, int, st
     return width, height, mime
 
 
+def _decode_problem(source: Path | BinaryIO) -> str | None:
+    """Why the image's pixel data does not decode to the end (None when it does).
+
+    A header that reads fine says nothing about the rest: a JPEG cut at 40% opens and
+    reports its size. Every byte is decoded here (a JPEG at 1/8 scale: the entropy-coded
+    data is read in full either way, the inverse DCT is 64 times cheaper).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with PILImage.open(source) as img:
+                if img.format == "JPEG":
+                    img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:  # GIF/TIFF/WEBP animations: every frame, not only the first
+                    for index in range(1, frames):
+                        img.seek(index)
+                        img.load()
+    except Exception as exc:  # truncated, corrupt: Pillow raises OSError, SyntaxError, ...
+        return f"the image data is truncated or corrupt ({type(exc).__name__}: {exc})"[:300]
+    return None
+
+
 class Receiver:
     """Consumes the chunks of one UploadImages stream (after its header).
 
@@ -127,11 +156,23 @@ class Receiver:
     ``MAX_PENDING_FILES`` files (and ``MAX_PENDING_BYTES`` of in-memory ones) waiting.
     """
 
-    def __init__(self, settings: ServiceSettings, store: ObjectStore, path_prefix: str) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        store: ObjectStore,
+        path_prefix: str,
+        *,
+        on_conflict: int = OnConflict.ON_CONFLICT_REPLACE,
+        existing: frozenset[str] = frozenset(),
+    ) -> None:
         self.settings = settings
         self.store = store
         self.prefix = paths.normalize(path_prefix, allow_empty=True)
         self.result = Received()
+        # Paths the dataset had when the stream began: with SKIP or FAIL their bytes are
+        # never stored (skipped, or the upload refused before its blobs are published).
+        self._on_conflict = on_conflict
+        self._existing = existing if on_conflict in KEEPING else frozenset()
         self._seen_paths: set[str] = set()
         self._seen_blobs: set[str] = set()
         self._files_started = 0
@@ -169,6 +210,8 @@ class Receiver:
                 stored, existed = self._blobs.add_file(f.tmp_path)
             if stored != digest:  # never expected
                 raise aborted(f"{f.path}: bytes changed while storing; retry the upload")
+            if not existed:
+                self.result.written.append(digest)
             return existed
         finally:
             f.discard()
@@ -286,6 +329,15 @@ class Receiver:
                 self._skip(f.path, "the same path was sent twice in this upload; kept the first")
                 return
             self._seen_paths.add(f.path)
+            if f.path in self._existing:
+                if self._on_conflict == OnConflict.ON_CONFLICT_FAIL:
+                    raise already_exists(
+                        f"{f.path!r} already exists in the dataset; nothing was committed: use "
+                        "ON_CONFLICT_REPLACE or ON_CONFLICT_SKIP",
+                        "header.on_conflict",
+                    )
+                self._skip(f.path, "path already in the dataset; kept")  # nothing stored
+                return
             if f.too_big:
                 self._skip(
                     f.path,
@@ -299,6 +351,11 @@ class Receiver:
                 probe = _probe_image(source, self.settings.max_image_pixels)
             if isinstance(probe, str):
                 self._skip(f.path, probe)
+                return
+            with f.open() as source:
+                broken = _decode_problem(source)
+            if broken is not None:
+                self._skip(f.path, broken)
                 return
             width, height, content_type = probe
             digest = f.digest.hexdigest()
@@ -489,13 +546,12 @@ def clean_stale_tmp(settings: ServiceSettings) -> None:
 
 
 def run(
+    receiver: Receiver,
     requests: Iterator[dataset_pb2.UploadImagesRequest],
     context: grpc.ServicerContext,
-    settings: ServiceSettings,
-    store: ObjectStore,
-    path_prefix: str,
 ) -> Received:
-    receiver = Receiver(settings, store, path_prefix)
+    """Consume the stream and publish its blobs; ``receiver.result.written`` names the
+    blobs it wrote, also when this raises (see :func:`dataset_svc.gc.take_back`)."""
     try:
         received = receiver.consume(requests)
         if not context.is_active():
@@ -504,3 +560,10 @@ def run(
     finally:
         receiver.close()
     return received
+
+
+def existing_paths(session: Session, dataset_id: str, on_conflict: int) -> frozenset[str]:
+    """The dataset's paths, when ``on_conflict`` keeps existing images (SKIP, FAIL)."""
+    if on_conflict not in KEEPING:
+        return frozenset()
+    return frozenset(session.scalars(select(Image.path).where(Image.dataset_id == dataset_id)))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from dataset_svc.catalog.db import alembic_config, make_engine, migrate
 
@@ -39,4 +41,32 @@ def test_snapshot_blob_pins_become_retained_blobs(tmp_path):
         assert sorted(retained) == [("ds", "aa"), ("ds", "bb")]
         watermark = connection.execute(text("SELECT image_watermark FROM snapshots")).scalar()
         assert watermark == 7
+    engine.dispose()
+
+
+def test_usernames_get_a_case_folded_unique_key(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
+    with engine.begin() as connection:
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0003")
+        # Before 0004 these were three accounts; Alice and alice fold to one key.
+        connection.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, create_time) VALUES "
+                "(1, 'Alice', 'x', '2026-01-01'), (2, 'bob', 'x', '2026-01-01'), "
+                "(3, 'alice', 'x', '2026-01-01')"
+            )
+        )
+    migrate(engine)
+    with engine.connect() as connection:
+        keys = dict(connection.execute(text("SELECT username, username_key FROM users")).all())
+        assert keys == {"Alice": "alice", "bob": "bob", "alice": "alice#3"}
+    with engine.begin() as connection, pytest.raises(IntegrityError):
+        connection.execute(
+            text(
+                "INSERT INTO users (username, username_key, password_hash, create_time) "
+                "VALUES ('BOB', 'bob', 'x', '2026-01-01')"
+            )
+        )
     engine.dispose()

@@ -110,7 +110,7 @@ def test_invalid_documents_are_refused_whole_with_json_paths(shapes):
         {"id": 4, "image_id": 4, "category_id": 1, "segmentation": [[1, 2, 3]]},  # odd count
     ]
     with pytest.raises(grpc.RpcError) as err:
-        do_import(alice, ds.name, document(bad))
+        do_import(alice, ds.name, document(bad), replace_existing=True)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     fields = bad_request_fields(err.value)
     assert "annotations[1].bbox" in fields
@@ -121,7 +121,7 @@ def test_invalid_documents_are_refused_whole_with_json_paths(shapes):
         [], images=[{"id": 1, "file_name": "nope.png", "width": 64, "height": 64}]
     )
     with pytest.raises(grpc.RpcError) as err:
-        do_import(alice, ds.name, missing_image)
+        do_import(alice, ds.name, missing_image, replace_existing=True)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # All or nothing: the earlier import is intact.
     got = alice.datasets.GetDataset(D.GetDatasetRequest(name=ds.name)).dataset

@@ -30,9 +30,9 @@ def test_register_login_whoami(server):
 
 def test_register_refuses_taken_and_bad_input(server):
     auth, _ = server.anonymous()
-    auth.Register(auth_pb2.RegisterRequest(username="dave", password="password1"))
+    auth.Register(auth_pb2.RegisterRequest(username="dave", password="vermilion-otter-17"))
     with pytest.raises(grpc.RpcError) as err:
-        auth.Register(auth_pb2.RegisterRequest(username="dave", password="password2"))
+        auth.Register(auth_pb2.RegisterRequest(username="dave", password="teal-heron-2024"))
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
     with pytest.raises(grpc.RpcError) as err:
         auth.Register(auth_pb2.RegisterRequest(username="x", password="short"))
@@ -42,7 +42,7 @@ def test_register_refuses_taken_and_bad_input(server):
 
 def test_login_refuses_wrong_password_and_unknown_user(server):
     auth, _ = server.anonymous()
-    auth.Register(auth_pb2.RegisterRequest(username="erin", password="password1"))
+    auth.Register(auth_pb2.RegisterRequest(username="erin", password="vermilion-otter-17"))
     for username, password in [("erin", "password2"), ("nobody", "password1")]:
         with pytest.raises(grpc.RpcError) as err:
             auth.Login(auth_pb2.LoginRequest(username=username, password=password))

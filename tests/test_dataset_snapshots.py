@@ -62,11 +62,12 @@ def coco_doc(boxes: dict[str, list[tuple[int, list[float]]]]) -> bytes:
     return json.dumps(doc).encode()
 
 
-def import_doc(client, parent, boxes):
+def import_doc(client, parent, boxes, **kw):
     return client.datasets.ImportAnnotations(
         D.ImportAnnotationsRequest(
             parent=parent,
             files=[D.AnnotationFile(path="annotations.json", content=coco_doc(boxes))],
+            **kw,
         )
     )
 
@@ -121,7 +122,7 @@ def history(server):
         "images/val/c.png": [(7, [0, 0, 40, 30])],
         "images/val/e.png": [(3, [4, 4, 4, 4]), (3, [20, 20, 4, 4])],
     }
-    import_doc(alice, ds.name, moved)
+    import_doc(alice, ds.name, moved, replace_existing=True)
     v2 = alice.datasets.CreateSnapshot(
         D.CreateSnapshotRequest(parent=ds.name, snapshot=D.Snapshot(reason="training jobs/42"))
     ).snapshot

@@ -1,6 +1,7 @@
 """The catalog schema (SQLAlchemy 2). Alembic migrations in ``migrations/`` create it.
 
-- ``users``: sign-up records (argon2 password hashes).
+- ``users``: sign-up records (argon2 password hashes); ``username_key`` is the username
+  case folded, unique, so ``Alice`` and ``alice`` are one account.
 - ``datasets``: id, human name, visibility, owner; ``labeled`` once an annotation document
   was imported; ``annotation_variant`` the variant it was read as.
 - ``blobs``: every content-addressed object the catalog relies on
@@ -67,8 +68,12 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
+    # The username case folded: what uniqueness and sign-in compare (dataset_svc.users).
+    username_key: Mapped[str] = mapped_column(String(80))
     password_hash: Mapped[str] = mapped_column(String(255))
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("uq_users_username_key", "username_key", unique=True),)
 
 
 class Dataset(Base):

@@ -1,4 +1,7 @@
-"""AuthService: Register, Login (a JWT signed with the service's private key), WhoAmI."""
+"""AuthService: Register, Login (a JWT signed with the service's private key), WhoAmI.
+
+Login is throttled per account and per client address (:class:`dataset_svc.users.LoginThrottle`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import grpc
 
 from dataset_svc import convert, identity, users
 from dataset_svc.app import App
-from dataset_svc.errors import grpc_errors
+from dataset_svc.errors import ServiceError, grpc_errors
 from visionmesh.v1 import auth_pb2, auth_pb2_grpc
 
 
@@ -14,6 +17,9 @@ from visionmesh.v1 import auth_pb2, auth_pb2_grpc
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, app: App) -> None:
         self.app = app
+        self.throttle = users.LoginThrottle(
+            app.settings.login_max_failures, app.settings.login_client_max_failures
+        )
 
     def Register(
         self, request: auth_pb2.RegisterRequest, context: grpc.ServicerContext
@@ -25,8 +31,16 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     def Login(
         self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext
     ) -> auth_pb2.LoginResponse:
+        client = users.client_address(context.peer() or "")
+        self.throttle.check(request.username, client)
         with self.app.catalog.session() as session:
-            user = users.authenticate(session, request.username, request.password)
+            try:
+                user = users.authenticate(session, request.username, request.password)
+            except ServiceError as err:
+                if err.code == grpc.StatusCode.UNAUTHENTICATED:
+                    self.throttle.failed(request.username, client)
+                raise
+            self.throttle.succeeded(request.username)
             token, expires = self.app.issuer.issue(
                 user.username, ttl_seconds=self.app.settings.token_ttl_seconds
             )

@@ -22,6 +22,7 @@ from dataset_svc import (
     diff,
     documents,
     exports,
+    gc,
     identity,
     images,
     imports,
@@ -131,24 +132,41 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
         dataset_id = names.parse_dataset(header.parent, "header.parent")
         with self.app.catalog.session() as session:
             writable_dataset(session, identity.caller(session), dataset_id, "upload images to")
+            existing = uploads.existing_paths(session, dataset_id, header.on_conflict)
         started = utcnow()
-        received = uploads.run(
-            request_iterator, context, self.app.settings, self.app.store, header.path_prefix
+        receiver = uploads.Receiver(
+            self.app.settings,
+            self.app.store,
+            header.path_prefix,
+            on_conflict=header.on_conflict,
+            existing=existing,
         )
-        with self.app.catalog.session() as session:
-            user = identity.caller(session)
-            dataset = writable_dataset(session, user, dataset_id, "upload images to")
-            changed, conflicts = uploads.commit(
-                session, dataset_id, received, header.on_conflict, started, self.app.store
-            )
-            if changed:
-                datasets.touch(dataset)
-            return dataset_pb2.UploadImagesResponse(
-                images=[convert.image(row) for row in changed],
-                deduplicated_count=received.deduplicated,
-                skipped=[*received.skipped, *conflicts],
-                received_bytes=received.received_bytes,
-            )
+        committed: set[str] = set()
+        try:
+            received = uploads.run(receiver, request_iterator, context)
+            with self.app.catalog.session() as session:
+                user = identity.caller(session)
+                dataset = writable_dataset(session, user, dataset_id, "upload images to")
+                changed, conflicts = uploads.commit(
+                    session, dataset_id, received, header.on_conflict, started, self.app.store
+                )
+                if changed:
+                    datasets.touch(dataset)
+                response = dataset_pb2.UploadImagesResponse(
+                    images=[convert.image(row) for row in changed],
+                    deduplicated_count=received.deduplicated,
+                    skipped=[*received.skipped, *conflicts],
+                    received_bytes=received.received_bytes,
+                )
+            committed = {row.sha256 for row in changed}
+            return response
+        finally:  # what the stream wrote and no committed row uses leaves the store again
+            leftovers = set(receiver.result.written) - committed
+            if leftovers:
+                try:
+                    gc.take_back(self.app.catalog, self.app.store, leftovers)
+                except Exception:  # the next GC removes them
+                    log.exception("could not remove %d blobs of a refused upload", len(leftovers))
 
     def ListImages(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.parent, "parent")
@@ -200,11 +218,19 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
 
     def CreateSnapshot(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.parent, "parent")
-        with self.app.catalog.session() as session:
-            user = identity.caller(session)
-            dataset = writable_dataset(session, user, dataset_id, "snapshot")
-            row = snapshots.create(session, self.app.store, dataset, user, request.snapshot)
-            message = convert.snapshot(row, user.username)
+        written: list[str] = []
+        try:
+            with self.app.catalog.session() as session:
+                user = identity.caller(session)
+                dataset = writable_dataset(session, user, dataset_id, "snapshot")
+                row = snapshots.create(session, self.app.store, dataset, user, request.snapshot)
+                written.append(row.manifest_key)
+                message = convert.snapshot(row, user.username)
+        except Exception:
+            for key in written:  # the row was not committed: its manifest goes too
+                with contextlib.suppress(Exception):
+                    self.app.store.delete(key)
+            raise
         return dataset_pb2.CreateSnapshotResponse(snapshot=message)
 
     def ListSnapshots(self, request, context):  # type: ignore[no-untyped-def]
