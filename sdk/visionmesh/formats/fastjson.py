@@ -93,6 +93,21 @@ class PolygonTable:
         return self.claimed == len(self.blocks)
 
 
+MAX_DEPTH = 1024  # orjson's nesting limit; deeper documents are refused, never recursed into
+
+
+class NestingError(ValueError):
+    """A JSON document nested deeper than MAX_DEPTH."""
+
+
+def _json_module_loads(data: bytes) -> Any:
+    """json.loads, with its RecursionError on deep nesting turned into a NestingError."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise NestingError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+
+
 def json_loads(data: bytes) -> Any:
     """``json.loads``, through orjson (about twice as fast) when it accepts the text.
 
@@ -103,8 +118,10 @@ def json_loads(data: bytes) -> Any:
     """
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise NestingError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        return _json_module_loads(data)
 
 
 def loads(data: bytes) -> tuple[Any, PolygonTable | None]:
@@ -128,7 +145,7 @@ def loads(data: bytes) -> tuple[Any, PolygonTable | None]:
     if len(kept) != len(spans):  # some blocks were left to the JSON parser: cut again
         doc = _loads_or_none(_skeleton(data, kept))
     if doc is None:
-        return json.loads(data), None  # raises the error json would report on the real text
+        return _json_module_loads(data), None  # raises the error json reports on the real text
     return doc, PolygonTable(buffers, sizes, block_polys)
 
 

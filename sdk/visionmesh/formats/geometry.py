@@ -63,22 +63,49 @@ def annotation_area(a: Annotation) -> float:
     return float(max(box[2], 0) * max(box[3], 0))
 
 
+def _closest(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """Indices of the closest pair of vertices of two ``(n, 2)`` outlines (first on ties)."""
+    d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)
+    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+    return int(i), int(j)
+
+
 def merge_polygons(polygons: Sequence[Sequence[float]]) -> list[float]:
     """Join the parts of a multi-part object into one polygon (YOLO keeps one per line).
 
-    Each further part is spliced in at the pair of closest vertices, with a zero-width
-    bridge walked there and back, so the outline still covers exactly the same pixels.
+    The parts are chained in order, each joined to the next at their closest pair of
+    vertices by a zero-width bridge: the walk goes out through every part and comes back
+    along the bridges, so the outline covers the same pixels. Vertex for vertex this is
+    the outline ultralytics' ``convert_coco`` writes (``merge_multi_segment``).
     """
     parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons if len(p) >= 6]
     if not parts:
         return []
-    merged = parts[0]
-    for part in parts[1:]:
-        d = ((merged[:, None, :] - part[None, :, :]) ** 2).sum(axis=2)
-        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-        loop = np.concatenate([part[j:], part[: j + 1]])  # around the part, back to its start
-        merged = np.concatenate([merged[: i + 1], loop, merged[i:]])
-    return merged.reshape(-1).tolist()
+    if len(parts) == 1:
+        return parts[0].reshape(-1).tolist()
+    links: list[list[int]] = [[] for _ in parts]
+    for k in range(1, len(parts)):
+        i, j = _closest(parts[k - 1], parts[k])
+        links[k - 1].append(i)
+        links[k].append(j)
+    last = len(parts) - 1
+    out: list[np.ndarray] = []
+    rolled: list[np.ndarray] = []
+    for k, idx in enumerate(links):
+        seg = parts[k]
+        if len(idx) == 2 and idx[0] > idx[1]:  # a middle part walked the other way round
+            idx = [len(seg) - 1 - x for x in idx]
+            seg = seg[::-1]
+        seg = np.roll(seg, -idx[0], axis=0)
+        seg = np.concatenate([seg, seg[:1]])  # closed: back at its first vertex
+        rolled.append(seg)
+        if k in (0, last):
+            out.append(seg)
+        else:
+            out.append(seg[: idx[1] - idx[0] + 1])  # out to the next part's bridge
+    for k in range(last - 1, 0, -1):  # and back through the middle parts
+        out.append(rolled[k][abs(links[k][1] - links[k][0]) :])
+    return np.concatenate(out).reshape(-1).tolist()
 
 
 def rasterize(

@@ -10,10 +10,10 @@ label files in the source; the classes keep their ``idx`` as category id.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from typing import Any
 
+from .fastjson import json_loads
 from .model import Annotation, Category, Dataset, Image
 from .paths import NO_SPLIT, split_name
 from .problems import ProblemList
@@ -136,7 +136,7 @@ def read_legacy(source: Source, label_map_path: str, problems: ProblemList) -> D
         return _read_with_labels_txt(source, label_map_path, problems)
     ds = Dataset()
     try:
-        label_map = json.loads(source.read_bytes(label_map_path))
+        label_map = json_loads(source.read_bytes(label_map_path))
     except (ValueError, UnicodeDecodeError) as exc:
         problems.error(label_map_path, f"not valid JSON: {exc}")
         return ds
@@ -206,7 +206,7 @@ def _read_label(
 ) -> str | None:
     """Read one label file into ``ds``; returns its task_type."""
     try:
-        doc = json.loads(source.read_bytes(label))
+        doc = json_loads(source.read_bytes(label))
     except (ValueError, UnicodeDecodeError) as exc:
         problems.error(label, f"not valid JSON: {exc}")
         return None

