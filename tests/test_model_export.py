@@ -178,3 +178,74 @@ def test_export_refusals(fake, dataset, yolo):
     with pytest.raises(grpc.RpcError) as err:
         bob.ExportModel(S.ExportModelRequest(name=job.name, format=S.MODEL_FORMAT_ONNX), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# -- timm ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timm_trainer(fake, tmp_path_factory):
+    server = start_trainer("timm", fake, guard_dir=tmp_path_factory.mktemp("guard-timm"))
+    yield server
+    assert server.network_attempts() == []
+    server.stop()
+
+
+def test_timm_exports_match_torch(fake, dataset, timm_trainer, tmp_path):
+    import timm
+    import torch
+
+    stub = timm_trainer.stub(fake.token("alice"))
+    job = train(stub, dataset, "classify", "test_resnet")
+    ckpt = torch.load(
+        io.BytesIO(download(stub, f"{job.name}/checkpoints/best.pt")),
+        map_location="cpu",
+        weights_only=False,
+    )
+    model = timm.create_model("test_resnet", num_classes=len(ckpt["class_names"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+
+    def forward(x):
+        with torch.no_grad():
+            return [model(x).numpy()]
+
+    check_files(stub, job, tmp_path, forward)
+
+
+# -- transformers ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_trainer(fake, tmp_path_factory):
+    server = start_trainer("hf", fake, guard_dir=tmp_path_factory.mktemp("guard-hf"))
+    yield server
+    assert server.network_attempts() == []
+    server.stop()
+
+
+@pytest.mark.parametrize(("task", "model"), [("classify", "vit-micro"), ("detect", "detr-micro")])
+def test_hf_exports_match_torch(fake, dataset, hf_trainer, task, model, tmp_path):
+    import torch
+
+    from trainers.hf import models
+
+    stub = hf_trainer.stub(fake.token("alice"))
+    job = train(stub, dataset, task, model)
+    ckpt = torch.load(
+        io.BytesIO(download(stub, f"{job.name}/checkpoints/best.pt")),
+        map_location="cpu",
+        weights_only=False,
+    )
+    net = models.rebuild(ckpt["config"], ckpt["architecture"])
+    net.load_state_dict(ckpt["model"])
+    net.eval()
+
+    def forward(x):
+        with torch.no_grad():
+            out = net(pixel_values=x)
+        if task == "detect":
+            return [out.logits.numpy(), out.pred_boxes.numpy()]
+        return [out.logits.numpy()]
+
+    check_files(stub, job, tmp_path, forward)

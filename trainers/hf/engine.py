@@ -92,7 +92,7 @@ def train(job: JobContext) -> None:
         config, architecture = models.build_config(spec.model, class_names, image_size)
         model = models.instantiate(config, architecture)
         config_json = models.config_to_json(model.config)
-        if spec.pretrained:
+        if spec.pretrained or job.pretrained_weights is not None:  # also init_from
             if job.pretrained_weights is None:
                 raise FileNotFoundError(
                     f"pretrained weights for {spec.model!r} requested, but the object store has "
@@ -460,3 +460,150 @@ def predict(
     else:  # pragma: no cover - checkpoints only carry the tasks above
         raise ValueError(f"the hf trainer cannot predict {task}")
     return result
+
+
+# --- after training: export, evaluation, weights check --------------------------------------
+
+
+class _Outputs(torch.nn.Module):
+    """Plain tensors out of a transformers model: logits (+ pred_boxes for detection)."""
+
+    def __init__(self, model: torch.nn.Module, task: str) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, pixel_values: torch.Tensor):
+        out = self.model(pixel_values=pixel_values)
+        if self.task == OBJECT_DETECTION:
+            return out.logits, out.pred_boxes
+        return out.logits
+
+
+def output_names(task: str) -> list[str]:
+    return ["logits", "pred_boxes"] if task == OBJECT_DETECTION else ["logits"]
+
+
+def inference_model(checkpoint: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(model returning plain tensors, checkpoint metadata) of a job's checkpoint."""
+    ckpt = load_checkpoint(checkpoint)
+    model = models.rebuild(ckpt["config"], ckpt["architecture"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    meta = {k: ckpt[k] for k in ("task_type", "class_names", "image_size", "model_name")}
+    return _Outputs(model, ckpt["task_type"]).eval(), meta
+
+
+def export(checkpoint: Path, fmt: str, *, image_size: int, out_dir: Path, device: str) -> Path:
+    """The model's raw outputs for ``data.to_tensor`` input as ONNX or TorchScript."""
+    from trainers.runtime.torch_export import export_module
+
+    model, meta = inference_model(checkpoint)
+    size = int(meta["image_size"])  # position embeddings are built for the training size
+    example = torch.randn(1, 3, size, size)
+    suffix = "onnx" if fmt == "onnx" else "torchscript"
+    return export_module(
+        model,
+        example,
+        fmt,
+        Path(out_dir) / f"model.{suffix}",
+        output_names=output_names(meta["task_type"]),
+    )
+
+
+@torch.no_grad()
+def evaluate_job(job: JobContext, checkpoint: Path) -> dict[str, Any]:
+    """Classification: per-class P/R/accuracy; detection: pycocotools per class; semantic
+    segmentation: per-class IoU. Confusion matrix for all, PR curves where scores exist."""
+    from trainers.runtime import evaluation
+
+    wrapped, meta = inference_model(checkpoint)
+    model = wrapped.model
+    device = resolve_device(job.spec.device)
+    model.to(device)
+    task = meta["task_type"]
+    class_names = list(job.class_names)
+    image_size = int(meta["image_size"])
+    root = Path(job.dataset_dir)
+    batch = max(1, job.spec.batch_size)
+    if task == IMAGE_CLASSIFICATION:
+        val_set = data.ImageFolderSplit(root / "val", class_names, image_size, False, 0.0)
+        loader = torch.utils.data.DataLoader(
+            val_set, batch_size=batch, collate_fn=data.collate_classification
+        )
+        probs, labels = [], []
+        for images, target in loader:
+            logits = model(pixel_values=images.to(device)).logits.float()
+            probs.append(logits.softmax(-1).cpu().numpy())
+            labels.append(target.numpy())
+        n = len(class_names)
+        return evaluation.classification_report(
+            np.concatenate(probs) if probs else np.zeros((0, n)),
+            np.concatenate(labels) if labels else np.zeros(0),
+            n,
+        )
+    split = data.CocoSplit.load(root, "val", class_names)
+    if task == OBJECT_DETECTION:
+        val_set = data.CocoDetection(split, image_size, False, 0.0)
+        loader = torch.utils.data.DataLoader(
+            val_set, batch_size=batch, collate_fn=data.collate_detection
+        )
+        detections = detect_split(model, loader, split, device)
+        index_to_cat = {i: c for c, i in split.cat_to_index.items()}
+        category_ids = [index_to_cat[i] for i in range(len(class_names))]
+        return evaluation.coco_detection_report(split.coco_ground_truth(), detections, category_ids)
+    val_set = data.CocoSegmentation(split, image_size, False, 0.0)
+    loader = torch.utils.data.DataLoader(
+        val_set, batch_size=batch, collate_fn=data.collate_segmentation
+    )
+    matrix = torch.zeros(len(class_names) + 1, len(class_names) + 1, dtype=torch.long)
+    for images, masks in loader:
+        logits = model(pixel_values=images.to(device)).logits.float()
+        logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+        matrix += metrics.confusion(logits.argmax(1).cpu(), masks, len(class_names) + 1)
+    report = evaluation.segmentation_report(matrix.numpy(), class_names)
+    report["metrics"] = metrics.segmentation_scores(matrix)
+    return report
+
+
+def detect_split(model, loader, split: data.CocoSplit, device) -> list[dict[str, Any]]:
+    """COCO detections (dataset category ids, pixel xywh) of every val image, 100 each."""
+    sigmoid = model.config.model_type in models.SIGMOID_DETECTORS
+    index_to_cat = {i: c for c, i in split.cat_to_index.items()}
+    sizes = {int(im["id"]): (float(im["width"]), float(im["height"])) for im in split.images}
+    out: list[dict[str, Any]] = []
+    for images, _targets, ids in loader:
+        result = model(pixel_values=images.to(device))
+        decoded = metrics.decode_detections(result.logits, result.pred_boxes, sigmoid, 100)
+        for image_id, (scores, labels, boxes) in zip(ids, decoded, strict=True):
+            width, height = sizes[image_id]
+            xywh = metrics.box_cxcywh_to_xywh(boxes, width, height)
+            for score, label, box in zip(
+                scores.tolist(), labels.tolist(), xywh.tolist(), strict=True
+            ):
+                out.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": index_to_cat[int(label)],
+                        "bbox": [round(v, 2) for v in box],
+                        "score": float(score),
+                    }
+                )
+    return out
+
+
+def check_weights(path: Path, model_name: str, task_type: str) -> str:
+    """Most of the model's tensors must load from the file (a head may differ)."""
+    if model_name not in MODELS:
+        raise ValueError(f"unknown hf model {model_name!r}")
+    if MODELS[model_name][0] != task_type:
+        raise ValueError(f"hf model {model_name!r} trains {MODELS[model_name][0]}")
+    config, architecture = models.build_config(model_name, ["a", "b"], 224)
+    model = models.instantiate(config, architecture)
+    lines: list[str] = []
+    models.load_pretrained(model, path, lines.append)
+    own = len(model.state_dict())
+    loaded = int(lines[-1].split("loaded ")[1].split(" ")[0]) if lines else 0
+    if loaded < own // 2:
+        raise ValueError(f"only {loaded} of {model_name}'s {own} tensors match the file")
+    return lines[-1] if lines else model_name

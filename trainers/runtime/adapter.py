@@ -47,7 +47,8 @@ Additions made while building the runtime (all optional, backwards compatible):
 - After training (DESIGN.md section 12), all optional: ``export(checkpoint, fmt, ...)``
   writes an ONNX or TorchScript file (run in an export child process);
   ``evaluate(job, checkpoint)`` returns the raw evaluation of best.pt on the val split
-  (see :mod:`trainers.runtime.evaluation` for its shape; the runtime names classes, draws
+  (see :mod:`trainers.runtime.evaluation` for its shape; an engine module names it
+  ``evaluate_job``; the runtime names classes, draws
   the pictures and stores it); ``check_weights(path, model, task)`` loads an uploaded
   weights file for that model and task (UploadWeights keeps it only if this returns) and
   describes it in words. ``JobContext.pretrained_weights`` also carries ``init_from``
@@ -345,7 +346,7 @@ class EngineAdapter(FrameworkAdapter):
         )
 
     def evaluate(self, job: JobContext, checkpoint: Path) -> dict[str, Any] | None:
-        return self.engine().evaluate(job, Path(checkpoint))
+        return self.engine().evaluate_job(job, Path(checkpoint))
 
     def check_weights(self, path: Path, model: str, task_type: str) -> str:
         return self.engine().check_weights(Path(path), model, task_type)

@@ -7,6 +7,7 @@ grad-scaler state, the epoch, and the early-stopping state.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import os
@@ -178,7 +179,13 @@ def train(job: JobContext) -> None:
 
     drop_rate = _extra(extra, "drop_rate", 0.0, float)
     kwargs: dict[str, Any] = {"drop_rate": drop_rate} if drop_rate else {}
-    if spec.pretrained and resume is None:
+    init = None  # init_from: a visionmesh timm checkpoint (a finished job's best.pt)
+    if job.pretrained_weights is not None and resume is None:
+        with contextlib.suppress(Exception):
+            candidate = torch.load(job.pretrained_weights, map_location="cpu", weights_only=False)
+            if isinstance(candidate, dict) and candidate.get("format") == CHECKPOINT_FORMAT:
+                init = candidate
+    if init is None and (spec.pretrained or job.pretrained_weights) and resume is None:
         if job.pretrained_weights is None:
             raise FileNotFoundError(
                 f"pretrained weights for {spec.model!r} requested, but the object store has "
@@ -190,6 +197,8 @@ def train(job: JobContext) -> None:
         kwargs["pretrained"] = True
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
     model = create_model(spec.model, num_classes, image_size, **kwargs)
+    if init is not None:
+        load_init(model, init, job)
     model.to(device)
     config = dict(resume["data_config"]) if resume else data_config(model, image_size)
     augmentation = _extra(extra, "augmentation", "light", str)
@@ -387,3 +396,103 @@ def predict(
         image_height=rgb.height,
         classes=classes,
     )
+
+
+# --- after training: init_from, export, evaluation, weights check ---------------------------
+
+
+def load_init(model: torch.nn.Module, ckpt: Mapping[str, Any], job: JobContext) -> None:
+    """Start from another job's weights; a classifier of another class count starts afresh."""
+    if ckpt["model_name"] != job.spec.model:
+        raise ValueError(
+            f"init_from weights are a {ckpt['model_name']}, this job builds {job.spec.model}"
+        )
+    own = model.state_dict()
+    state = {k: v for k, v in ckpt["model"].items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(k for k in ckpt["model"] if k not in state)
+    model.load_state_dict(state, strict=False)
+    if skipped:
+        job.log(
+            f"init_from: {len(ckpt['class_names'])} classes there, {len(job.class_names)} here: "
+            f"classification head re-initialised ({', '.join(skipped)})"
+        )
+    else:
+        job.log(f"init_from: all {len(state)} tensors loaded (head kept)")
+
+
+def _inference_model(checkpoint: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    ckpt = load_checkpoint(checkpoint)
+    model = create_model(ckpt["model_name"], len(ckpt["class_names"]), int(ckpt["image_size"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+def export(checkpoint: Path, fmt: str, *, image_size: int, out_dir: Path, device: str) -> Path:
+    """The model's logits for normalized input (timm's mean/std) as ONNX or TorchScript."""
+    from trainers.runtime.torch_export import export_module
+
+    model, ckpt = _inference_model(checkpoint)
+    if image_size != int(ckpt["image_size"]) and getattr(model, "pos_embed", None) is not None:
+        image_size = int(ckpt["image_size"])  # a ViT's position grid is fixed at creation
+    example = torch.randn(1, 3, image_size, image_size)
+    suffix = "onnx" if fmt == "onnx" else "torchscript"
+    return export_module(
+        model, example, fmt, Path(out_dir) / f"model.{suffix}", output_names=["logits"]
+    )
+
+
+@torch.no_grad()
+def evaluate_job(job: JobContext, checkpoint: Path) -> dict[str, Any]:
+    """Per-class precision / recall / accuracy, confusion matrix and PR curves on val."""
+    import numpy as np
+
+    from trainers.runtime import evaluation
+
+    model, ckpt = _inference_model(checkpoint)
+    device = resolve_device(job.spec.device)
+    model.to(device)
+    val_set = ImageFolderSplit(
+        Path(job.dataset_dir) / "val", job.class_names, eval_transform(ckpt["data_config"])
+    )
+    loader = torch.utils.data.DataLoader(val_set, batch_size=max(1, job.spec.batch_size))
+    probs, labels = [], []
+    for images, target in loader:
+        probs.append(model(images.to(device)).float().softmax(1).cpu().numpy())
+        labels.append(target.numpy())
+    n = len(job.class_names)
+    return evaluation.classification_report(
+        np.concatenate(probs) if probs else np.zeros((0, n)),
+        np.concatenate(labels) if labels else np.zeros(0),
+        n,
+    )
+
+
+def check_weights(path: Path, model_name: str, task_type: str) -> str:
+    """The file must load into ``model_name`` (the classifier may have any class count)."""
+    if task_type != IMAGE_CLASSIFICATION:
+        raise ValueError(f"timm trains {IMAGE_CLASSIFICATION}, not {task_type}")
+    check_model_name(model_name)
+    path = _weights_file(Path(path))
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("no state dict of tensors in the file")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model = timm.create_model(model_name, num_classes=0)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        shown = ", ".join(result.missing_keys[:5])
+        raise ValueError(
+            f"{len(result.missing_keys)} of {model_name}'s tensors are missing (e.g. {shown})"
+        )
+    params = sum(v.numel() for v in state.values())
+    extra = len(result.unexpected_keys)
+    return f"{model_name}: {len(state)} tensors, {params / 1e6:.2f}M values, {extra} head tensors"
