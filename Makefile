@@ -15,10 +15,11 @@ GEN_STAMP := sdk/visionmesh/v1/.generated
 # pip's local mirrors print one warning per package they do not hold; hide that noise only.
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help setup proto run test lint bench clean
+.PHONY: help setup proto run demo test lint bench clean
 
 help:
 	@echo "make run    start dataset_svc and the three trainers (Ctrl-C stops all)"
+	@echo "make demo   shapes dataset -> upload -> train yolo11n live -> predict overlay (starts the mesh if needed)"
 	@echo "make test   run the test suite"
 	@echo "make lint   buf lint + ruff"
 	@echo "make setup  create .venv, install dependencies and buf, generate stubs"
@@ -46,6 +47,11 @@ $(GEN_STAMP): $(PROTOS) $(SETUP_STAMP)
 
 run: setup
 	$(PY) scripts/run_all.py
+
+# The whole platform from a terminal; the recipe is RECIPE in scripts/demo.py
+# (VISIONMESH_DEMO_* variables shorten it).
+demo: setup
+	$(PY) scripts/demo.py
 
 test: setup
 	$(PY) -m pytest

@@ -273,7 +273,9 @@ def follow(mesh: Mesh, job: trainer_pb2.Job, as_json: bool = False) -> int:
                 header = ["epoch", *columns, "time", "eta", "best"]
                 widths = [7] + [max(len(h), 9) for h in header[1:]]
                 out.write(
-                    "  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True))
+                    "  ".join(
+                        h.upper().ljust(w) for h, w in zip(header, widths, strict=True)
+                    ).rstrip()
                     + "\n"
                 )
             row = [

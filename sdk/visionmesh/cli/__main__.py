@@ -1,0 +1,7 @@
+"""``python -m visionmesh.cli`` is ``vmesh``."""
+
+import sys
+
+from visionmesh.cli import main
+
+sys.exit(main())
