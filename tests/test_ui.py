@@ -12,7 +12,6 @@ screenshot under var/screenshots/.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import uuid
 import zipfile
@@ -446,7 +445,7 @@ def test_upload_folder_import_labels_and_see_them_drawn(browser, mesh, tmp_path)
     dialog = page.locator("dialog[open]")
     dialog.wait_for()
     page.wait_for_function(
-        "document.querySelector('dialog[open] .large-img')?.naturalWidth === %d" % width
+        f"document.querySelector('dialog[open] .large-img')?.naturalWidth === {width}"
     )
     assert dialog.locator("svg.overlay rect").count() == len(yolo_boxes(root, image))
     assert dialog.locator(".ann-list li").count() == len(yolo_boxes(root, image))
@@ -454,4 +453,254 @@ def test_upload_folder_import_labels_and_see_them_drawn(browser, mesh, tmp_path)
     screenshot(page, "08-image-large")
     page.keyboard.press("Escape")
     assert page.locator("dialog[open]").count() == 0
+    assert_offline(page)
+
+
+# -- snapshots, compatibility, integrity, export ---------------------------------------------
+
+
+def test_snapshots_diff_compatibility_integrity_export(browser, mesh, tmp_path):
+    api = Api(mesh.url, user_name("sam"))
+    ds = api.coco8("coco8 versions")
+    name, dataset_id = ds["name"], ds["name"].split("/")[1]
+    page = signed_in_page(browser, mesh, api, f"/#/datasets/{dataset_id}/snapshots")
+    page.wait_for_selector("#snapshots-table")
+
+    def snapshot(version: str) -> None:
+        page.get_by_label("Version name").fill(version)
+        page.get_by_role("button", name="Create snapshot").click()
+        page.wait_for_selector(f"#snapshots-table th:text-is('{version}')")
+
+    snapshot("v1")
+    removed = sorted(i["path"] for i in api.get(f"/v1/{name}/images")["images"])[0]
+    api.post(f"/v1/{name}/images:batchDelete", {"images": [removed]})
+    snapshot("v2")
+    snaps = {s["versionName"]: s["name"] for s in api.get(f"/v1/{name}/snapshots")["snapshots"]}
+    page.get_by_label("From (base)").select_option(snaps["v1"])
+    page.get_by_label("To (target)").select_option(snaps["v2"])
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_selector("#diff-result .card")
+    diff = api.get(f"/v1/{snaps['v1']}:diff", target=snaps["v2"])
+    text = page.inner_text("#diff-result")
+    assert "Images removed: 1" in text and "Images added: 0" in text
+    assert f"−{diff['removedAnnotationCount']} removed" in text
+    page.locator("#diff-result summary", has_text="Images removed").click()
+    assert removed in page.inner_text("#diff-result")
+    assert_accessible(page, "snapshots")
+    screenshot(page, "09-snapshots")
+
+    # compatibility: per task, what the API says, and which models train it
+    page.get_by_role("link", name="Compatibility").click()
+    page.wait_for_selector(".compat-table")
+    reports = {r["taskType"]: r for r in api.get(f"/v1/{name}:summarizeCompatibility")["reports"]}
+    for task, report in reports.items():
+        row = page.locator(f".compat-table tr[data-task='{task}']")
+        assert row.get_attribute("data-compatible") == str(bool(report.get("compatible"))).lower()
+        for error in report.get("errors", []):
+            assert error in row.inner_text()
+    detect = page.locator(".compat-table tr[data-task='TASK_TYPE_OBJECT_DETECTION']")
+    assert detect.get_attribute("data-compatible") == "true"
+    detect.locator("summary", has_text="ultralytics").click()
+    assert "yolo11n" in detect.locator(".models").inner_text().split(", ")
+    assert detect.get_by_role("link", name="Train Object detection on this dataset").is_visible()
+    seg = page.locator(".compat-table tr[data-task='TASK_TYPE_INSTANCE_SEGMENTATION']")
+    assert seg.get_attribute("data-compatible") == "false" and seg.locator(".error-text").count()
+    assert_accessible(page, "compatibility")
+    screenshot(page, "10-compatibility")
+
+    # integrity, then a DICE export downloaded as a zip
+    page.get_by_role("link", name="Integrity & export").click()
+    page.get_by_role("button", name="Check integrity").click()
+    page.wait_for_selector("#integrity-result .ok-text")
+    checked = api.post(f"/v1/{name}:checkIntegrity", {})["checkedBlobCount"]
+    assert f"All {checked} blobs are present" in page.inner_text("#integrity-result")
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Export and download").click()
+    target = tmp_path / "export.zip"
+    info.value.save_as(target)
+    page.wait_for_selector("#export-result .ok-text")
+    with zipfile.ZipFile(target) as zf:
+        names = zf.namelist()
+        assert "meta.json" in [n.rsplit("/", 1)[-1] for n in names]
+        images = [n for n in names if n.lower().endswith(".jpg")]
+        assert len(images) == 7 and not any(removed in n for n in images)
+    assert_accessible(page, "integrity and export")
+    screenshot(page, "11-integrity-export")
+    assert_offline(page)
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+def metrics_over_ndjson(api: Api, job: str) -> list[dict]:
+    out = []
+    with api.http.stream("GET", f"/v1/{job}:streamMetrics") as reply:
+        for line in reply.iter_lines():
+            if line.strip():
+                item = json.loads(line)["result"]
+                if item.get("metrics"):
+                    out.append(item["metrics"])
+    return out
+
+
+def test_chat_fills_the_form_training_charts_stop_early_weights_predict(browser, mesh, tmp_path):
+    root = shared_data("det-coco8")
+    api = Api(mesh.url, user_name("tia"))
+    tag = uuid.uuid4().hex[:6]
+    ds = api.coco8(f"coco8-{tag}")
+    caps = api.get("/v1/trainers/ultralytics:capabilities")
+    page = signed_in_page(browser, mesh, api, "/#/train")
+    page.wait_for_selector("#train-form [data-field=epochs]")
+
+    # the form comes from GetCapabilities: every hyperparameter with its default and bounds
+    page.locator("details.extras summary").click()
+    for hp in caps["hyperparameters"]:
+        key = f"spec.extra[{hp['name']}]" if hp.get("extra") else hp["name"]
+        control = page.locator(f"[data-field='{key}'] :is(input, select)")
+        if hp.get("type") == "bool":
+            assert control.is_checked() == (hp.get("defaultValue") == "true"), hp
+        else:
+            assert control.input_value() == hp.get("defaultValue", ""), hp
+        if hp.get("minValue"):
+            assert control.get_attribute("min") == hp["minValue"]
+        if hp.get("description"):
+            assert hp["description"] in page.locator(f"[data-field='{key}'] .hint").inner_text()
+    # models filtered by task
+    for task in ("TASK_TYPE_IMAGE_CLASSIFICATION", "TASK_TYPE_POSE_ESTIMATION"):
+        page.get_by_label("Task").select_option(task)
+        shown = page.locator("select[name=model] option").evaluate_all("os => os.map(o => o.value)")
+        want = [f"ultralytics/{m['name']}" for m in caps["models"] if task in m["taskTypes"]]
+        assert shown == want
+    assert_accessible(page, "training form")
+    screenshot(page, "12-train-form")
+
+    # the chat box: a sentence fills the form; what it could not place is said
+    sentence = f"train yolo11n on coco8-{tag} for 12 epochs quickly"
+    page.get_by_label("Sentence").fill(sentence)
+    page.get_by_role("button", name="Fill the form").click()
+    page.wait_for_selector("#chat-result .callout")
+    parsed = api.post("/v1/assistant:parseTrainingCommand", {"text": sentence})
+    assert parsed["spec"]["dataset"] == ds["name"]
+    assert page.get_by_label("Dataset").input_value() == ds["name"]
+    assert page.get_by_label("Task").input_value() == "TASK_TYPE_OBJECT_DETECTION"
+    assert page.get_by_label("Model").input_value() == "ultralytics/yolo11n"
+    assert page.locator("[data-field=epochs] input").input_value() == "12"
+    for word in parsed.get("unparsed", []):
+        assert word in page.inner_text("#chat-unparsed")
+    for note in parsed.get("notes", []):
+        assert note in page.inner_text("#chat-result")
+    page.wait_for_selector("#compat-line.ok-text")
+    screenshot(page, "13-train-chat")
+
+    # a bad value: the gateway's message shows next to that field, nothing starts
+    page.locator("[data-field='batch_size'] input").fill("4")
+    page.locator("[data-field='image_size'] input").fill("8")
+    page.get_by_role("button", name="Start training").click()
+    error = page.locator("[data-field='image_size'] .field-error")
+    error.wait_for()
+    sent = api.http.post(
+        "/v1/trainers/ultralytics/jobs",
+        json={
+            "requestId": str(uuid.uuid4()),
+            "spec": {
+                "dataset": ds["name"],
+                "taskType": "TASK_TYPE_OBJECT_DETECTION",
+                "model": "yolo11n",
+                "imageSize": 8,
+            },
+        },
+    )
+    assert sent.status_code == 400
+    violation = sent.json()["details"][0]["fieldViolations"][0]
+    assert violation["field"] == "spec.image_size"
+    assert error.inner_text() == violation["description"]
+    control = page.locator("[data-field='image_size'] input")
+    assert control.get_attribute("aria-invalid") == "true"
+    assert page.evaluate(
+        "document.activeElement === document.querySelector(\"[data-field='image_size'] input\")"
+    )
+    assert api.get("/v1/trainers/-/jobs").get("jobs", []) == []
+    screenshot(page, "14-train-error")
+
+    # start; the chart receives epochs live; stop early after the first
+    control.fill("64")
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_selector("#job-state")
+    job_name = "trainers/ultralytics/jobs/" + page.evaluate("location.hash").split("/")[-1]
+    page.wait_for_selector("#charts circle.pt[data-epoch='1']", timeout=240_000)
+    assert page.locator("#job-state [data-state]").get_attribute("data-state") == "running"
+    assert_accessible(page, "job running")
+    screenshot(page, "15-job-running")
+    page.get_by_role("button", name="Stop early").click()
+    page.wait_for_selector("#job-state [data-state=succeeded]", timeout=240_000)
+    job = api.get(f"/v1/{job_name}")["job"]
+    epochs = metrics_over_ndjson(api, job_name)
+    n = job["currentEpoch"]
+    assert 1 <= n < 12 and [e["epoch"] for e in epochs] == list(range(1, n + 1))
+    page.wait_for_function(f"document.querySelector('#charts').dataset.epochs === '{n}'")
+    # every epoch is a point on the loss chart, at its value; the best epoch is marked
+    points = page.locator("#chart-losses g.series[data-series='train/loss'] circle").evaluate_all(
+        "cs => cs.map(c => [+c.dataset.epoch, +c.dataset.value])"
+    )
+    assert [p[0] for p in points] == list(range(1, n + 1))
+    for (epoch, value), sent_epoch in zip(points, epochs, strict=True):
+        assert epoch == sent_epoch["epoch"]
+        assert value == pytest.approx(sent_epoch["values"]["train/loss"])
+    assert page.locator("#chart-losses .best-marker").get_attribute("data-epoch") == str(
+        job["bestEpoch"]
+    )
+    assert page.locator("#chart-box-metrics g.series[data-series='val/map50'] circle").count() == n
+    assert page.locator("#epochs-table tbody tr").count() == n
+    assert "SUCCEEDED" in page.inner_text("#log")
+    assert_accessible(page, "job finished")
+    screenshot(page, "16-job-finished")
+
+    # best.pt downloads with the checkpoint's bytes
+    best = next(c for c in job["checkpoints"] if c["filename"] == "best.pt")
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download best.pt").click()
+    target = tmp_path / "best.pt"
+    info.value.save_as(target)
+    data = target.read_bytes()
+    assert data[:2] == b"PK" and len(data) == int(best["sizeBytes"])
+
+    # predict: the boxes the trainer found are drawn over the uploaded image
+    image = sorted(root.glob("images/val/*.jpg"))[0]
+    page.set_input_files("#predict-file", str(image))
+    page.get_by_label("Minimum score").fill("0.0001")
+    page.get_by_role("button", name="Predict").click()
+    page.wait_for_selector("#predict-result .frame img")
+    reply = api.post(
+        f"/v1/{job_name}:predict",
+        {"image": base64.b64encode(image.read_bytes()).decode(), "confidenceThreshold": 0.0001},
+    )
+    dets = reply.get("detections", [])
+    assert dets, "an untrained model still proposes boxes at 1e-4"
+    rects = page.locator("#predict-result svg.overlay rect").evaluate_all(
+        "rs => rs.map(r => [+r.getAttribute('x'), +r.getAttribute('y'),"
+        " +r.getAttribute('width'), +r.getAttribute('height')])"
+    )
+    assert len(rects) == len([d for d in dets if d.get("box", {}).get("width")])
+    want = sorted(
+        [d["box"].get(k, 0) for k in ("x", "y", "width", "height")]
+        for d in dets
+        if d.get("box", {}).get("width")
+    )
+    for got, exp in zip(sorted(rects), want, strict=True):
+        assert got == pytest.approx(exp, abs=0.01)
+    assert page.get_attribute("#predict-result svg.overlay", "viewBox") == (
+        f"0 0 {reply['imageWidth']} {reply['imageHeight']}"
+    )
+    assert_every_image_has_alt(page)
+    assert_accessible(page, "predict")
+    screenshot(page, "17-predict")
+
+    # the jobs list shows it, finished, with its progress
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Jobs").click()
+    row = page.locator(f"#jobs-table tr[data-name='{job_name}']")
+    row.wait_for()
+    assert row.locator("[data-state]").get_attribute("data-state") == "succeeded"
+    assert f"{n}/12" in row.inner_text()
+    assert_accessible(page, "jobs")
+    screenshot(page, "18-jobs")
     assert_offline(page)
