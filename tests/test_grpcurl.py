@@ -106,7 +106,7 @@ def _token(server, username: str) -> str:  # type: ignore[no-untyped-def]
     assert register.returncode == 0, register.stderr
     login = grpcurl(server.addr, "visionmesh.v1.AuthService/Login", data=creds)
     assert login.returncode == 0, login.stderr
-    return json.loads(login.stdout)["accessToken"]
+    return json.loads(login.stdout)["access_token"]
 
 
 def test_calls_with_d_streams_and_error_details(server, trainer) -> None:  # type: ignore[no-untyped-def]
@@ -116,7 +116,7 @@ def test_calls_with_d_streams_and_error_details(server, trainer) -> None:  # typ
         *auth,
         server.addr,
         "visionmesh.v1.DatasetService/CreateDataset",
-        data='{"dataset": {"displayName": "by-grpcurl"}}',
+        data='{"dataset": {"display_name": "by-grpcurl"}}',
     )
     assert created.returncode == 0, created.stderr
     name = json.loads(created.stdout)["dataset"]["name"]
@@ -128,7 +128,7 @@ def test_calls_with_d_streams_and_error_details(server, trainer) -> None:  # typ
         for m in (
             {"header": {"parent": name}},
             {"chunk": {"path": "train/dot.png", "data": png}},
-            {"end": {"fileCount": 1}},
+            {"end": {"file_count": 1}},
         )
     )
     uploaded = grpcurl(*auth, server.addr, "visionmesh.v1.DatasetService/UploadImages", data=stream)
@@ -145,14 +145,14 @@ def test_calls_with_d_streams_and_error_details(server, trainer) -> None:  # typ
     )
     assert content.returncode == 0, content.stderr
     first = json.loads(content.stdout.split("\n}\n")[0] + "\n}")
-    assert first["contentType"] == "image/png"
+    assert first["content_type"] == "image/png"
 
     # an error answers its code, message and google.rpc.BadRequest details
     bad = grpcurl(
         *auth,
         server.addr,
         "visionmesh.v1.DatasetService/CreateDataset",
-        data='{"dataset": {"displayName": ""}}',
+        data='{"dataset": {"display_name": ""}}',
     )
     assert bad.returncode != 0
     assert "Code: InvalidArgument" in bad.stderr
