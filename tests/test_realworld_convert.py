@@ -30,14 +30,15 @@ TOLERANCE = 1e-5
 _REFERENCE = """
 import sys
 from ultralytics.data.converter import convert_coco
-for labels_dir, save_dir, segments, keypoints in (a.split(",") for a in sys.argv[1:]):
+for labels_dir, save_dir, segments, keypoints, coco80 in (a.split(",") for a in sys.argv[1:]):
     convert_coco(labels_dir, save_dir, use_segments=segments == "1",
-                 use_keypoints=keypoints == "1", cls91to80=False)
+                 use_keypoints=keypoints == "1", cls91to80=coco80 == "1")
 """
 
 
-def run_convert_coco(tmp: Path, jobs: list[tuple[Path, Path, bool, bool]]) -> None:
-    """ultralytics' convert_coco in a child process (offline, its own settings folder)."""
+def run_convert_coco(tmp: Path, jobs: list[tuple]) -> None:
+    """ultralytics' convert_coco in a child process (offline, its own settings folder).
+    Each job: (labels_dir, save_dir, use_segments, use_keypoints[, cls91to80=False])."""
     pytest.importorskip("ultralytics")
     env = {
         **os.environ,
@@ -47,7 +48,9 @@ def run_convert_coco(tmp: Path, jobs: list[tuple[Path, Path, bool, bool]]) -> No
         "YOLO_CONFIG_DIR": str(tmp / "yolo-config"),
         "MPLCONFIGDIR": str(tmp / "mpl"),
     }
-    args = [f"{a},{b},{int(s)},{int(k)}" for a, b, s, k in jobs]
+    args = [
+        ",".join([str(j[0]), str(j[1]), *(str(int(f)) for f in (*j[2:], False)[:3])]) for j in jobs
+    ]
     proc = subprocess.run(
         [sys.executable, "-c", _REFERENCE, *args],
         capture_output=True,
@@ -125,6 +128,7 @@ def coco_mini(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             (det, tmp / "ref-det", False, False),
             (det, tmp / "ref-seg", True, False),
             (kp, tmp / "ref-pose", False, True),
+            (det, tmp / "ref-det80", False, False, True),  # as ultralytics' COCO layout has it
         ],
     )
     return {"tmp": tmp, "root": root}
@@ -192,3 +196,42 @@ def test_zero_based_exports_match_convert_coco(
     cats = {c["name"]: c["id"] for c in json.loads((root / doc).read_text())["categories"]}
     ids = [cats[names[k]] for k in range(len(names))]
     assert compare_rows(read_rows(out / "labels"), read_rows(tmp_path / "ref/labels"), ids) > 10
+
+
+def _ultralytics_yaml(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")  # located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("ultralytics is not installed")
+    return Path(spec.submodule_search_locations[0]) / "cfg" / "datasets" / name
+
+
+def test_ultralytics_coco_layout_keeps_its_splits(
+    coco_mini: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ultralytics' own COCO layout: convert_coco labels, its coco.yaml verbatim
+    (``train: train2017.txt``, ``val: val2017.txt``, a test list that is absent) and the
+    image lists. Every val2017 image stays in val."""
+    tmp, src = coco_mini["tmp"], coco_mini["root"]
+    root = tmp / "ultra-coco"
+    shutil.copytree(tmp / "ref-det80/labels", root / "labels")
+    shutil.copyfile(_ultralytics_yaml("coco.yaml"), root / "coco.yaml")
+    for folder in ("train2017", "val2017"):
+        shutil.copytree(src / folder, root / "images" / folder)
+        listed = sorted(p.name for p in (root / "images" / folder).iterdir())
+        text = "".join(f"./images/{folder}/{name}\n" for name in listed)
+        (root / f"{folder}.txt").write_text(text)
+    assert main(["validate", str(root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["variant"] == "yolo-detect"
+    assert report["summary"]["splits"] == {"train": 80, "val": 79}
+    warned = [p["path"] for p in report["problems"] if p["severity"] == "warning"]
+    assert warned == ["coco.yaml:test"]  # test-dev2017.txt is not there: said, not fatal
+    out = tmp / "ultra-out"
+    assert convert(root, out, "--to", "yolo", "--task", "detect") == 0
+    val = {p.stem for p in (root / "images/val2017").iterdir()}
+    assert {p.stem for p in (out / "labels/val").glob("*.txt")} == val
+    assert not val & {p.stem for p in (out / "labels/train").glob("*.txt")}
+    names = yaml.safe_load((out / "data.yaml").read_text())["names"]
+    assert names[0] == "person" and len(names) == 80  # names from coco.yaml

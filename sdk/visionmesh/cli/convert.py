@@ -220,7 +220,10 @@ def _convert(args: argparse.Namespace) -> int:
         result.dataset, task, split_seed=args.split_seed, val_fraction=args.val_fraction
     )
     _print_problems(result.warnings, args.max_problems)
+    keep_all = args.to in ("coco", "dice") and not args.task
     for w in report.warnings:
+        if keep_all and (" dropped: " in w or "left out" in w):
+            continue  # COCO and DICE keep them: see _everything
         print(f"warning: {w}", file=sys.stderr)
     if dataset is None:
         for e in report.errors:
@@ -228,7 +231,7 @@ def _convert(args: argparse.Namespace) -> int:
         return _fail(f"{args.src} cannot train {task}")
     if args.to in ("coco", "dice"):
         # These hold everything: nothing is dropped that the task does not require.
-        if not args.task:
+        if keep_all:
             dataset = _everything(result, report, dataset)
         else:
             dataset = _with_crowd(result, dataset)
