@@ -155,6 +155,8 @@ def import_annotations(
             "the annotation document is nested too deeply to be an annotation document",
             _document_field(request),
         ) from None
+    if not result.variant and result.errors:  # e.g. not JSON, nested too deeply: say why
+        raise _refuse(result.errors, "errors", "Fix them and import again.")
     if not result.variant or result.variant == "images-only":
         sent = ", ".join(sorted(files)[:5]) or "no files"
         raise invalid_argument(

@@ -55,7 +55,10 @@ def _expanded_size(value: Any) -> int:
         v = stack.pop()
         count += 1
         if count > MAX_YAML_VALUES:
-            raise YamlLimitError(f"the YAML expands to more than {MAX_YAML_VALUES} values")
+            raise YamlLimitError(
+                f"the YAML expands to more than {MAX_YAML_VALUES} values once its aliases "
+                "are followed"
+            )
         if isinstance(v, dict):
             stack.extend(v.keys())
             stack.extend(v.values())
