@@ -205,6 +205,26 @@ CATALOG = [
     ("category not object", _append("categories", []), "categories[2]", "object"),
     ("no images", lambda d: d.pop("images"), "images", "missing"),
     ("annotations not list", _set("annotations", {}), "annotations", "must be a list"),
+    (
+        "polygon outside the image",  # its box was clipped by the tool: only the polygon tells
+        _set("annotations.0.segmentation", [[2818, 10, 2900, 10, 2900, 30]]),
+        "annotations[0].segmentation[0]",
+        "x 2818..2900, y 10..30 extend outside the 64x48 image",
+    ),
+    (
+        "polygon point below zero",
+        _set("annotations.0.segmentation", [[1, 2, 11, 2, 11, -4]]),
+        "annotations[0].segmentation[0]",
+        "outside the 64x48 image",
+    ),
+    (
+        "NUL in a category name",
+        _set("categories.1.name", "do\x00g"),
+        "categories[1].name",
+        "control",
+    ),
+    ("huge category name", _set("categories.1.name", "d" * 2_400_000), "categories[1].name", "256"),
+    ("category name a list", _set("categories.1.name", ["dog"]), "categories[1].name", "string"),
 ]
 
 
@@ -217,6 +237,31 @@ def test_catalog_of_bad_documents(case: str, mutate: Callable, path: str, words:
     matches = [p for p in result.errors if p.path == path]
     assert matches, f"{case}: no error at {path}; got {[str(p) for p in result.errors]}"
     assert any(words in p.message for p in matches), [str(p) for p in matches]
+
+
+def test_polygon_overhang_within_a_pixel_is_fine() -> None:
+    doc = base_doc()
+    doc["annotations"][0]["segmentation"] = [[0, 0, 64.6, 0, 64.6, 48.9, -0.5, 48]]
+    assert read_doc(doc).ok
+
+
+def test_keypoint_category_without_names_but_a_skeleton_reads() -> None:
+    """As pycocotools reads it (datumaro's person_keypoints files have them)."""
+    doc = base_doc()
+    doc["categories"][0]["keypoints"] = []
+    doc["categories"][0]["skeleton"] = [[0, 1], [1, 2]]
+    result = read_doc(doc)
+    assert result.ok, [str(p) for p in result.errors]
+    doc["categories"][0]["skeleton"] = [[0, "x"]]
+    assert [p.path for p in read_doc(doc).errors] == ["categories[0].skeleton[0]"]
+
+
+def test_json_nested_deeper_than_the_bound_is_a_problem_not_an_exception() -> None:
+    deep = '{"images": [], "categories": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    result = read_doc(deep)
+    assert [(p.path, "nested deeper than 1024" in p.message) for p in result.errors] == [
+        ("annotations.json", True)
+    ]
 
 
 def test_nan_bbox_is_refused() -> None:
@@ -394,3 +439,40 @@ def test_legacy_label_outside_the_class_list(tmp_path: Path) -> None:
          "imageWidth": 40, "imageHeight": 20}))  # fmt: skip
     errors = {p.path for p in formats.read(tmp_path).errors}
     assert errors == {"labels/a.json:shapes[0].label", "label_map.json:data_summary[1].label_path"}
+
+
+BOMB = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+names: [*f, *f]
+"""
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "path", "words"),
+    [
+        (BOMB, "data.yaml", "once its aliases are followed"),
+        ("x: &x 1\nnames: [" + ", ".join(["*x"] * 150) + "]\n", "data.yaml", "aliases"),
+        ("names: [a]\n# " + "x" * 1_100_000 + "\n", "data.yaml", "bytes"),
+        ("names: [[cat, dog], bird]\n", "data.yaml:names[0]", "must be a string"),
+        ('names: ["ca\\0t"]\n', "names[0].name", "control characters"),
+    ],
+    ids=["alias bomb", "too many aliases", "too big", "name is a list", "NUL in a name"],
+)
+def test_data_yaml_is_loaded_with_bounds(
+    tmp_path: Path, yaml_text: str, path: str, words: str
+) -> None:
+    result = _yolo(tmp_path, "0 0.5 0.5 0.2 0.2\n", yaml_text)
+    matches = [p for p in result.errors if p.path == path]
+    assert matches and words in matches[0].message, [str(p) for p in result.errors]
+
+
+def test_yolo_without_names_is_a_warning_saying_how_to_name_them(tmp_path: Path) -> None:
+    result = _yolo(tmp_path, "0 0.5 0.5 0.2 0.2\n3 0.5 0.5 0.2 0.2\n")
+    assert result.ok
+    (warning,) = [p for p in result.warnings if p.path == "names"]
+    assert "4 class(es) are named by their index" in warning.message
+    assert "class_names" in warning.message and "data.yaml" in warning.message

@@ -123,3 +123,23 @@ def test_apply_splits() -> None:
     apply_splits(ds, result.splits)
     assert [im.split for im in ds.images] == [result.splits[i] for i in range(1, 5)]
     assert result.counts()["val"] >= 1
+
+
+def test_val_fraction_zero_means_no_val_split() -> None:
+    result = resolve_splits(_dataset(["", "", "", ""]), seed=0, val_fraction=0)
+    assert set(result.splits.values()) == {"train"} and not result.warnings
+
+
+def test_impossible_split_falls_back_to_train_with_a_warning() -> None:
+    # two images, each class on one image: any val image would take a class out of train
+    ds = _dataset(["", ""])
+    result = resolve_splits(ds, seed=0)
+    assert result.splits == {1: "train", 2: "train"}
+    assert "no val split could be made" in result.warnings[0]
+    one = resolve_splits(_dataset([""]), seed=0)
+    assert one.splits == {1: "train"} and "at least 2" in one.warnings[0]
+
+
+def test_bad_val_fraction_is_refused() -> None:
+    with pytest.raises(SplitError, match="between 0 and 1"):
+        resolve_splits(_dataset(["", "", ""]), val_fraction=1.5)
