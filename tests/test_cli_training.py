@@ -7,13 +7,15 @@ Trainings are tiny (64 px, a few images, 1-2 epochs).
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageChops
 
-from tests._cli import Cli
+from tests._cli import Cli, vmesh_command
 from tests._dataset import DEFAULT_BACKEND, dataset_server_fixture
 from tests._trainers import start_trainer
 from visionmesh.shapes import generate
@@ -169,11 +171,29 @@ def test_train_follow_weights_predict_and_jobs(stack, tmp_path: Path) -> None:  
     assert cli("jobs", "get", "nope").code == 4
 
 
-def test_cancel_stop_and_resume(stack) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_detaches_then_stop_cancel_and_resume(stack) -> None:  # type: ignore[no-untyped-def]
     cli, _ = stack
-    started = cli("train", "geo", "--model", "yolo11n", "--epochs", "30", *TINY[2:], "--json")
-    assert started.code == 0, started
-    name = started.json()["name"]
+    follower = subprocess.Popen(
+        [*vmesh_command(), "train", "geo", "--model", "yolo11n", "--epochs", "30", *TINY[2:]]
+        + ["--follow"],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = follower.stdout.readline()  # "started trainers/ultralytics/jobs/...: ..."
+    assert first.startswith("started trainers/ultralytics/jobs/"), first
+    name = first.split()[1].rstrip(":")
+    assert follower.stdout.readline().startswith(f"following {name}")
+    follower.send_signal(signal.SIGINT)
+    _, err = follower.communicate(timeout=60)
+    assert follower.returncode == 130, err
+    assert f"re-attach: vmesh jobs watch {name}" in err
+    assert cli("jobs", "get", name, "--json").json()["state"] in (
+        "JOB_STATE_QUEUED",
+        "JOB_STATE_PREPARING",
+        "JOB_STATE_RUNNING",
+    )  # detaching left the job running
     out = cli("jobs", "stop", name)
     assert out.code == 0 and "stops after this epoch" in out.stdout, out
     deadline = time.monotonic() + 300
@@ -221,3 +241,38 @@ def test_ask_shows_the_request_and_starts_it_on_yes(stack) -> None:  # type: ign
     assert go.code == 0, go
     assert "started trainers/ultralytics/jobs/" in go.stdout
     assert ": succeeded" in go.stdout
+
+
+def test_overlay_draws_masks_keypoints_boxes_and_classes() -> None:
+    from visionmesh.overlay import draw_prediction
+    from visionmesh.v1 import common_pb2, trainer_pb2
+
+    base = Image.new("RGB", (80, 60), (0, 0, 0))
+    prediction = trainer_pb2.PredictResponse(
+        detections=[
+            trainer_pb2.Detection(
+                category_id=1,
+                category_name="circle",
+                score=0.9,
+                box=common_pb2.BoundingBox(x=5, y=20, width=20, height=20),
+            ),
+            trainer_pb2.Detection(
+                category_id=2,
+                category_name="square",
+                score=0.8,
+                polygons=[common_pb2.Polygon(coordinates=[40, 30, 70, 30, 70, 55, 40, 55])],
+            ),
+            trainer_pb2.Detection(
+                category_id=3,
+                category_name="triangle",
+                score=0.7,
+                keypoints=[common_pb2.Keypoint(x=60, y=10, visibility=2)],
+            ),
+        ],
+        classes=[trainer_pb2.ClassScore(category_id=1, category_name="circle", score=0.6)],
+    )
+    drawn = draw_prediction(base, prediction)
+    assert drawn.size == base.size
+    assert drawn.getpixel((5, 30)) != (0, 0, 0)  # box outline
+    assert drawn.getpixel((55, 45)) != (0, 0, 0)  # filled mask
+    assert drawn.getpixel((60, 10)) != (0, 0, 0)  # keypoint

@@ -16,6 +16,7 @@ from visionmesh.cli._common import (
     INTERRUPTED,
     NOT_FOUND,
     REFUSED,
+    UNREACHABLE,
     USAGE,
     CliError,
     enum_short,
@@ -360,11 +361,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "unreachable": mesh.unreachable,
             }
         )
-        return 0 if caps else 5
+        return 0 if caps else UNREACHABLE
     for fw, reason in mesh.unreachable.items():
         note(f"trainer {fw} at {mesh.trainer_addrs[fw]} unreachable: {reason}")
     if not caps:
-        raise CliError("no trainer answered (start them with `make run`)", 5)
+        raise CliError("no trainer answered (start them with `make run`)", UNREACHABLE)
     rows = []
     for fw, c in sorted(caps.items()):
         for m in c.models:
