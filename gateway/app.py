@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import importlib
+import logging
 import mimetypes
 import os
 import re
@@ -50,6 +51,8 @@ from starlette.types import Receive, Scope, Send
 from gateway import openapi, routes
 from gateway.routes import Method, RequestError
 from visionmesh import config, errors
+
+log = logging.getLogger("visionmesh.gateway")
 
 TRAINER_SERVICE = "visionmesh.v1.TrainerService"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -234,15 +237,11 @@ class Gateway:
                     max_age=600,
                 )
             )
+        middleware.append(Middleware(_Api, gateway=self))
         self.app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
-                Route(
-                    "/v1/{rest:path}",
-                    self.dispatch,
-                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                ),
                 Mount("/", app=_Static(web_dir)),
             ],
             middleware=middleware,
@@ -283,6 +282,18 @@ class Gateway:
         return [("authorization", auth)] if auth else []
 
     # -- endpoints ----------------------------------------------------------------------
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request under /v1: always answered with JSON (google.rpc.Status on errors)."""
+        request = Request(scope, receive)
+        try:
+            response = await self.dispatch(request)
+        except Exception:  # noqa: BLE001 - a bug here must still answer as the API does
+            log.exception("%s %s failed", request.method, request.url.path)
+            response = status_response(
+                grpc.StatusCode.INTERNAL, "the gateway failed on this request (see its log)"
+            )
+        await response(scope, receive, send)
 
     async def dispatch(self, request: Request) -> Response:
         route, values, known = self.router.match(request.method, request.url.path)
@@ -566,6 +577,21 @@ class Gateway:
         if self._openapi is None:
             self._openapi = orjson.dumps(openapi.document(self.routes))
         return Response(self._openapi, media_type=JSON_TYPE)
+
+
+class _Api:
+    """ASGI middleware that hands /v1 to the gateway before Starlette's router sees it."""
+
+    def __init__(self, app: Any, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")):
+            await self.gateway.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class _Static:

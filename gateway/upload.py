@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
+from grpc._cython import cygrpc
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -25,8 +27,6 @@ from visionmesh.uploads import MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-
-QUEUE_MESSAGES = 4
 
 
 class _Packer:
@@ -149,22 +149,14 @@ async def handle(gateway: Gateway, request: Request, route: Route, values: dict)
 
     packer = _Packer(cls)
     parser = MultipartParser(boundary, packer.callbacks())
-    queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_MESSAGES)
-
-    async def messages() -> Any:
-        yield first
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            yield item
-
-    async def feed() -> None:
+    call = gateway.backends.callable(addr, method)(metadata=gateway.metadata(request))
+    try:
+        await _send(call, first)
         async for data in request.stream():
             if data:
                 parser.write(data)
             for message in packer.out:
-                await queue.put(message)
+                await _send(call, message)  # waits on gRPC flow control: bounded memory
             packer.out.clear()
         parser.finalize()
         if not packer.ended:
@@ -172,35 +164,51 @@ async def handle(gateway: Gateway, request: Request, route: Route, values: dict)
         packer.flush()
         packer.out.append(cls(end=type(cls().end)(file_count=packer.file_count)))
         for message in packer.out:
-            await queue.put(message)
-        packer.out.clear()
-        await queue.put(None)
-
-    call = gateway.backends.callable(addr, method)(messages(), metadata=gateway.metadata(request))
-    feeder = asyncio.ensure_future(feed())
-    answer = asyncio.ensure_future(_await(call))
-    done, _ = await asyncio.wait({feeder, answer}, return_when=asyncio.FIRST_COMPLETED)
-    if feeder in done and feeder.exception() is not None:
+            await _send(call, message)
+        await call.done_writing()
+    except ClientDisconnect:
+        call.cancel()  # no end message went out: nothing is committed
+        return Response(status_code=499)
+    except RequestError as exc:
         call.cancel()
-        answer.cancel()
-        exc = feeder.exception()
-        if isinstance(exc, ClientDisconnect):
-            return Response(status_code=499)
-        if isinstance(exc, RequestError):
-            return request_error_response(exc)
+        return request_error_response(exc)
+    except MultipartParseError as exc:
+        call.cancel()
         return request_error_response(RequestError(f"the multipart body is malformed: {exc}"))
+    except (_Ended, grpc.aio.AioRpcError, asyncio.InvalidStateError, cygrpc.InternalError):
+        pass  # the call ended early (e.g. NOT_FOUND): its status below says why
+    except BaseException:
+        call.cancel()
+        raise
     try:
-        reply = await answer
+        reply = await call
     except grpc.aio.AioRpcError as exc:
-        feeder.cancel()
         return rpc_error_response(exc)
     except asyncio.CancelledError:
-        feeder.cancel()
         return status_response(grpc.StatusCode.CANCELLED, "the upload was cancelled")
-    if not feeder.done():
-        feeder.cancel()
     return json_response(to_json(reply))
 
 
-async def _await(call: Any) -> Any:
-    return await call
+class _Ended(Exception):
+    """The call finished while the gateway was still sending."""
+
+
+async def _send(call: Any, message: Any) -> None:
+    """``call.write(message)``, except that a write racing the server's final status raises
+    :class:`_Ended` and keeps that status: grpc.aio's own write replaces it with INTERNAL
+    "Internal error from Core" (seen when dataset_svc refuses a header at once)."""
+    cython_call = getattr(call, "_cython_call", None)
+    metadata_sent = getattr(call, "_metadata_sent", None)
+    if cython_call is None or metadata_sent is None:  # another grpcio: its public write
+        await call.write(message)
+        return
+    if call.done():
+        raise _Ended
+    if not metadata_sent.is_set():
+        await metadata_sent.wait()
+        if call.done():
+            raise _Ended
+    try:
+        await cython_call.send_serialized_message(message.SerializeToString())
+    except cygrpc.InternalError:
+        raise _Ended from None

@@ -425,6 +425,17 @@ def job(stack):
     http.close()
 
 
+def finished(http: httpx.Client, name: str, timeout: float = 600) -> dict:
+    """The job once it has ended (polled over REST)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = http.get(f"/v1/{name}").json()["job"]
+        if job["state"] in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+
+
 def test_training_followed_over_sse_each_epoch_once(job):
     http, started, _ = job
     with http.stream(
@@ -452,6 +463,7 @@ def test_training_followed_over_sse_each_epoch_once(job):
 
 def test_sse_reconnect_resumes_and_ndjson_replays(job):
     http, started, _ = job
+    finished(http, started["name"])
     url = f"/v1/{started['name']}:streamMetrics"
     with http.stream(
         "GET", url, headers={"Accept": "text/event-stream", "Last-Event-ID": "1"}
@@ -474,7 +486,7 @@ def test_jobs_listed_across_trainers_and_best_pt_downloaded(job):
     listed = http.get("/v1/trainers/-/jobs", params={"pageSize": 1})
     assert listed.status_code == 200, listed.text
     assert [j["name"] for j in listed.json()["jobs"]] == [started["name"]]
-    final = http.get(f"/v1/{started['name']}").json()["job"]
+    final = finished(http, started["name"])
     best = next(c for c in final["checkpoints"] if c["filename"] == "best.pt")
     reply = http.get(f"/v1/{best['name']}:download")
     assert reply.status_code == 200, reply.text
@@ -486,6 +498,7 @@ def test_jobs_listed_across_trainers_and_best_pt_downloaded(job):
 
 def test_predict_with_an_uploaded_image(job):
     http, started, files = job
+    finished(http, started["name"])
     image = base64.b64encode(next(iter(files.values()))).decode()
     reply = http.post(
         f"/v1/{started['name']}:predict", json={"image": image, "confidenceThreshold": 0.0001}
