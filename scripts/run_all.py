@@ -1,7 +1,8 @@
 """`make run`: start every visionmesh process, print their addresses, stop all on Ctrl-C.
 
 Addresses come from the same environment variables the services read
-(VISIONMESH_DATASET_ADDR, VISIONMESH_TRAINERS), so `make run` and the services agree.
+(VISIONMESH_DATASET_ADDR, VISIONMESH_TRAINERS, VISIONMESH_GATEWAY_ADDR), so `make run` and
+the services agree. The REST gateway starts once the gRPC services serve.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +45,19 @@ def wait_serving(addr: str, deadline: float) -> bool:
                     return True
             except grpc.RpcError:
                 pass
+            time.sleep(0.2)
+    return False
+
+
+def wait_http(addr: str, deadline: float) -> bool:
+    """True once the gateway answers /healthz at all (503 while a backend is down counts)."""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{addr}/healthz", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
             time.sleep(0.2)
     return False
 
@@ -78,10 +94,21 @@ def main() -> int:
             stop_all()
             break
     else:
-        print("\nvisionmesh is up:", flush=True)
-        for (label, _), (_, _, addr) in zip(children, processes(settings), strict=True):
-            print(f"  {label:<20} grpc://{addr}", flush=True)
-        print(f"  state in {settings.home}; Ctrl-C stops all\n", flush=True)
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--listen", settings.gateway_addr],
+            cwd=ROOT,
+            env=env,
+        )
+        children.append(("gateway", gateway))
+        if not wait_http(settings.gateway_addr, deadline) or gateway.poll() is not None:
+            print(f"gateway did not start on {settings.gateway_addr}; stopping", file=sys.stderr)
+            stop_all()
+        else:
+            print("\nvisionmesh is up:", flush=True)
+            for (label, _), (_, _, addr) in zip(children, processes(settings), strict=False):
+                print(f"  {label:<20} grpc://{addr}", flush=True)
+            print(f"  {'gateway':<20} http://{settings.gateway_addr}  (REST, SSE, web UI)")
+            print(f"  state in {settings.home}; Ctrl-C stops all\n", flush=True)
 
     status = 0
     while children:
