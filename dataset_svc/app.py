@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dataset_svc.cache import CachingVerifier
 from dataset_svc.catalog import Catalog, open_catalog
 from dataset_svc.settings import ServiceSettings
 from dataset_svc.settings import load as load_settings
@@ -17,13 +18,13 @@ class App:
     catalog: Catalog
     store: ObjectStore
     issuer: auth.TokenIssuer
-    verifier: auth.TokenVerifier
+    verifier: auth.TokenVerifier | CachingVerifier
 
     @classmethod
     def from_env(cls) -> App:
         settings = load_settings()
         issuer = auth.load_issuer(settings.base)
-        verifier = auth.load_verifier(settings.base)
+        verifier = CachingVerifier(auth.load_verifier(settings.base))
         return cls(
             settings=settings,
             catalog=open_catalog(settings.base.database_url),

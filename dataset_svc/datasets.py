@@ -6,10 +6,21 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, distinct, exists, func, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    distinct,
+    exists,
+    func,
+    select,
+)
 from sqlalchemy.orm import Session
 
-from dataset_svc import convert, filters, names, pagination
+from dataset_svc import cache, convert, filters, names, pagination
 from dataset_svc.catalog.models import (
     Annotation,
     Category,
@@ -210,20 +221,44 @@ def _apply_filters(query: Select[Any], text: str) -> Select[Any]:
     return query
 
 
+_LIST_STATEMENTS: cache.LRU[Select[Any]] = cache.LRU(256)
+
+
+def _list_statement(filter_text: str, order_by: str) -> Select[Any]:
+    """The page query of a (filter, order_by), built once: caller, offset and limit bound."""
+    key = (filter_text, order_by)
+    statement = _LIST_STATEMENTS.get(key)
+    if statement is None:
+        base = (
+            select(Dataset.__table__, User.username.label("owner_username"))
+            .join(User, User.id == Dataset.owner_id)
+            .where(visible_to(None))
+        )
+        base = _apply_filters(base, filter_text)
+        statement = (
+            base.add_columns(func.count().over().label("total_size"))
+            .order_by(*_parse_order(order_by))
+            .offset(bindparam("offset", type_=Integer))
+            .limit(bindparam("limit", type_=Integer))
+        )
+        _LIST_STATEMENTS.put(key, statement)
+    return statement
+
+
 def list_visible(
-    session: Session, user: User, request: dataset_pb2.ListDatasetsRequest
+    db: Session | Connection, user: User, request: dataset_pb2.ListDatasetsRequest
 ) -> dataset_pb2.ListDatasetsResponse:
+    """One Core query for the page and the total (a window count), summaries from the cache."""
     page = pagination.page(request.page_size, request.page_token, request.filter, request.order_by)
-    base = (
-        select(Dataset, User.username)
-        .join(User, User.id == Dataset.owner_id)
-        .where(visible_to(user))
-    )
-    base = _apply_filters(base, request.filter)
-    order = _parse_order(request.order_by)
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.execute(base.order_by(*order).offset(page.offset).limit(page.size)).all()
-    messages = to_messages(session, [(d, owner) for d, owner in rows])
+    statement = _list_statement(request.filter, request.order_by)
+    params = {"caller_id": user.id, "offset": page.offset, "limit": page.size}
+    rows = db.execute(statement, params).all()
+    if rows:
+        total = rows[0].total_size
+    else:  # past the end (or nothing at all): the window had no row to carry the count
+        counted = statement.with_only_columns(func.count()).order_by(None).offset(None).limit(None)
+        total = db.scalar(counted, {"caller_id": user.id}) or 0
+    messages = to_messages(db, [(d, d.owner_username) for d in rows])
     return dataset_pb2.ListDatasetsResponse(
         datasets=messages,
         next_page_token=page.next_token(len(rows), total),
@@ -231,7 +266,9 @@ def list_visible(
     )
 
 
-def counts(session: Session, dataset_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+def counts(
+    session: Session | Connection, dataset_ids: Sequence[str]
+) -> dict[str, tuple[int, int, int]]:
     """dataset id -> (image_count, annotation_count, total_bytes of distinct blobs)."""
     result = {d: [0, 0, 0] for d in dataset_ids}
     if not dataset_ids:
@@ -263,11 +300,13 @@ def counts(session: Session, dataset_ids: Sequence[str]) -> dict[str, tuple[int,
     return {k: (v[0], v[1], v[2]) for k, v in result.items()}
 
 
-def categories_of(session: Session, dataset_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+def categories_of(
+    session: Session | Connection, dataset_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
     result: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if dataset_ids:
-        for row in session.scalars(
-            select(Category)
+        for row in session.execute(
+            select(Category.__table__)
             .where(Category.dataset_id.in_(dataset_ids))
             .order_by(Category.dataset_id, Category.category_id)
         ):
@@ -275,31 +314,70 @@ def categories_of(session: Session, dataset_ids: Sequence[str]) -> dict[str, lis
     return result
 
 
+def _summaries(
+    session: Session | Connection, rows: Sequence[Any]
+) -> dict[str, tuple[tuple[int, int, int], list[dict[str, Any]]]]:
+    """dataset id -> (counts, categories), from the cache (keyed by update_time) or the rows."""
+    found: dict[str, tuple[tuple[int, int, int], list[dict[str, Any]]]] = {}
+    keys = {d.id: cache.stats.key(d.id, d.update_time, "summary") for d in rows}
+    for d in rows:
+        if (hit := cache.stats.get(keys[d.id])) is not None:
+            found[d.id] = hit
+    missing = [d.id for d in rows if d.id not in found]
+    if missing:
+        stats = counts(session, missing)
+        cats = categories_of(session, missing)
+        for dataset_id in missing:
+            found[dataset_id] = (stats[dataset_id], cats.get(dataset_id, []))
+            cache.stats.put(keys[dataset_id], found[dataset_id])
+    return found
+
+
+def _health(session: Session | Connection, row: Any) -> dataset_pb2.DatasetHealth:
+    key = cache.stats.key(row.id, row.update_time, "health")
+    health = cache.stats.get(key)
+    if health is None:
+        health = health_summary(session, row.id)
+        cache.stats.put(key, health)
+    return health
+
+
 def to_messages(
-    session: Session, rows: Sequence[tuple[Dataset, str]], *, with_health: bool = False
+    session: Session | Connection,
+    rows: Sequence[tuple[Any, str]],
+    *,
+    with_health: bool = False,
 ) -> list[dataset_pb2.Dataset]:
-    ids = [d.id for d, _ in rows]
-    stats = counts(session, ids)
-    cats = categories_of(session, ids)
-    return [
-        convert.dataset(
-            d,
-            owner,
-            image_count=stats[d.id][0],
-            annotation_count=stats[d.id][1],
-            total_bytes=stats[d.id][2],
-            categories=cats.get(d.id, []),
-            health=health_summary(session, d.id) if with_health else None,
-        )
-        for d, owner in rows
-    ]
+    """Dataset messages of catalog rows. Built messages are cached too: every field comes
+    from the row, its owner and its summaries, all of which change with ``update_time``."""
+    part = "message+health" if with_health else "message"
+    keys = [cache.stats.key(d.id, d.update_time, f"{part}:{owner}") for d, owner in rows]
+    messages: list[dataset_pb2.Dataset | None] = [cache.stats.get(k) for k in keys]
+    todo = [i for i, m in enumerate(messages) if m is None]
+    if todo:
+        summaries = _summaries(session, [rows[i][0] for i in todo])
+        for i in todo:
+            d, owner = rows[i]
+            (images, annotations, total_bytes), categories = summaries[d.id]
+            message = convert.dataset(
+                d,
+                owner,
+                image_count=images,
+                annotation_count=annotations,
+                total_bytes=total_bytes,
+                categories=categories,
+                health=_health(session, d) if with_health else None,
+            )
+            cache.stats.put(keys[i], message)
+            messages[i] = message
+    return [m for m in messages if m is not None]
 
 
 def owner_username(session: Session, row: Dataset) -> str:
     return session.scalar(select(User.username).where(User.id == row.owner_id)) or ""
 
 
-def health_summary(session: Session, dataset_id: str) -> dataset_pb2.DatasetHealth:
+def health_summary(session: Session | Connection, dataset_id: str) -> dataset_pb2.DatasetHealth:
     """Counts per class and split, images per split, image sizes, unlabeled images."""
     health = dataset_pb2.DatasetHealth()
     names_by_id = dict(

@@ -11,7 +11,9 @@ Every RPC that touches a dataset goes through :func:`readable_dataset` or
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, or_, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from dataset_svc.catalog.models import Dataset, User
@@ -19,9 +21,10 @@ from dataset_svc.errors import not_found, permission_denied
 from visionmesh.v1 import common_pb2
 
 
-def visible_to(user: User) -> ColumnElement[bool]:
-    """SQL condition: datasets ``user`` may see."""
-    return or_(Dataset.owner_id == user.id, Dataset.visibility == common_pb2.VISIBILITY_PUBLIC)
+def visible_to(user: User | None) -> ColumnElement[bool]:
+    """SQL condition: datasets ``user`` may see (None: the one bound as ``caller_id``)."""
+    caller = bindparam("caller_id") if user is None else user.id
+    return or_(Dataset.owner_id == caller, Dataset.visibility == common_pb2.VISIBILITY_PUBLIC)
 
 
 def can_read(user: User, dataset: Dataset) -> bool:
@@ -50,6 +53,23 @@ def readable_dataset(
     if dataset is None or not can_read(user, dataset):
         raise _not_found(dataset_id)
     return dataset
+
+
+# Built once: building a statement costs more than running it.
+_READABLE_ROW = (
+    select(Dataset.__table__, User.username.label("owner_username"))
+    .join(User, User.id == Dataset.owner_id)
+    .where(Dataset.id == bindparam("dataset_id"))
+)
+
+
+def readable_row(connection: Connection, user: User, dataset_id: str) -> Row[Any]:
+    """:func:`readable_dataset` for read-only handlers on a plain connection: the dataset's
+    columns and its owner's ``owner_username`` in one Core query."""
+    row = connection.execute(_READABLE_ROW, {"dataset_id": dataset_id}).first()
+    if row is None or not can_read(user, row):  # type: ignore[arg-type]
+        raise _not_found(dataset_id)
+    return row
 
 
 def writable_dataset(

@@ -538,3 +538,60 @@ def test_common_password_list_ships_with_the_package():
     listed = users.common_passwords()
     assert 300 <= len(listed) and {"123456", "password", "qwerty123"} <= listed
     assert Path(users.COMMON_PASSWORDS_FILE).is_file()
+
+
+# -- latency caches never serve stale data ---------------------------------------------------
+
+
+def test_cached_dataset_summaries_follow_every_change(server):
+    alice, bob = server.user("alice"), server.user("bob")
+    ds = alice.create_dataset("cached", visibility=C.VISIBILITY_PUBLIC)
+
+    def get(client=alice):
+        for _ in range(3):  # the first call fills the caches, the others read them
+            got = client.datasets.GetDataset(D.GetDatasetRequest(name=ds.name)).dataset
+        return got
+
+    def listed(client=alice):
+        for _ in range(3):
+            page = client.datasets.ListDatasets(
+                D.ListDatasetsRequest(filter='display_name="cached"')
+            )
+        return {d.name: d for d in page.datasets}[ds.name]
+
+    assert (get().image_count, listed(bob).image_count) == (0, 0)
+    alice.upload(ds.name, {"a.png": image_bytes(8, 8), "b.png": image_bytes(8, 8, (1, 1, 1))})
+    assert (get().image_count, get(bob).image_count, listed().image_count) == (2, 2, 2)
+    alice.datasets.ImportAnnotations(
+        import_request(ds.name, coco([{"id": 1, "name": "k"}], ["a.png", "b.png"]))
+    )
+    got = get()
+    assert got.annotation_count == 2 and [c.name for c in got.categories] == ["k"]
+    assert got.health.class_counts[0].annotation_count == 2 and listed(bob).labeled
+    alice.datasets.DeleteImages(D.DeleteImagesRequest(parent=ds.name, images=["a.png"]))
+    got = get(bob)
+    assert (got.image_count, got.annotation_count, listed().annotation_count) == (1, 1, 1)
+    update = D.UpdateDatasetRequest(
+        dataset=D.Dataset(name=ds.name, display_name="renamed", visibility=C.VISIBILITY_PRIVATE)
+    )
+    update.update_mask.paths.extend(["display_name", "visibility"])
+    alice.datasets.UpdateDataset(update)
+    assert get().display_name == "renamed"
+    refused(lambda: get(bob), grpc.StatusCode.NOT_FOUND)  # private now
+    page = bob.datasets.ListDatasets(D.ListDatasetsRequest(filter='display_name="renamed"'))
+    assert (list(page.datasets), page.total_size) == ([], 0)
+    # The total comes with the page; a page past the end (rows deleted meanwhile) counts.
+    carol = server.user("carol")
+    keep, gone = carol.create_dataset("keep"), carol.create_dataset("gone")
+    mine = f'owner="users/{carol.username}"'
+    first = carol.datasets.ListDatasets(
+        D.ListDatasetsRequest(page_size=1, order_by="display_name", filter=mine)
+    )
+    assert first.total_size == 2 and [d.name for d in first.datasets] == [gone.name]
+    carol.datasets.DeleteDataset(D.DeleteDatasetRequest(name=keep.name))
+    second = carol.datasets.ListDatasets(
+        D.ListDatasetsRequest(
+            page_size=1, order_by="display_name", filter=mine, page_token=first.next_page_token
+        )
+    )
+    assert (list(second.datasets), second.total_size, second.next_page_token) == ([], 1, "")

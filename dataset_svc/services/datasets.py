@@ -35,7 +35,7 @@ from dataset_svc import (
 from dataset_svc.app import App
 from dataset_svc.catalog.models import Dataset, User, utcnow
 from dataset_svc.errors import grpc_errors, invalid_argument, log, not_found
-from dataset_svc.permissions import readable_dataset, writable_dataset
+from dataset_svc.permissions import readable_dataset, readable_row, writable_dataset
 from visionmesh.store import KeyNotFound
 from visionmesh.v1 import dataset_pb2, dataset_pb2_grpc
 
@@ -86,16 +86,15 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
 
     def GetDataset(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.name)
-        with self.app.catalog.session() as session:
-            user = identity.caller(session)
-            row = readable_dataset(session, user, dataset_id)
-            owner = datasets.owner_username(session, row)
-            message = datasets.to_messages(session, [(row, owner)], with_health=True)[0]
+        with self.app.catalog.reader() as db:  # read-only: Core queries, cached summaries
+            user = identity.caller(db)
+            row = readable_row(db, user, dataset_id)
+            message = datasets.to_messages(db, [(row, row.owner_username)], with_health=True)[0]
         return dataset_pb2.GetDatasetResponse(dataset=message)
 
     def ListDatasets(self, request, context):  # type: ignore[no-untyped-def]
-        with self.app.catalog.session() as session:
-            return datasets.list_visible(session, identity.caller(session), request)
+        with self.app.catalog.reader() as db:
+            return datasets.list_visible(db, identity.caller(db), request)
 
     def UpdateDataset(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.dataset.name, "dataset.name")
