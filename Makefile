@@ -21,7 +21,7 @@ help:
 	@echo "make run    start dataset_svc and the three trainers (Ctrl-C stops all)"
 	@echo "make demo   shapes dataset -> upload -> train yolo11n live -> predict overlay (starts the mesh if needed)"
 	@echo "make test   run the test suite"
-	@echo "make lint   buf lint + ruff"
+	@echo "make lint   buf lint + buf breaking (vs the previous commit) + ruff"
 	@echo "make setup  create .venv, install dependencies and buf, generate stubs"
 	@echo "make proto  regenerate the Python stubs from protos/"
 
@@ -56,8 +56,15 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# buf breaking compares the protos with those of the previous commit (BUF_AGAINST to change).
+BUF_AGAINST ?= .git\#ref=HEAD~1
+
 lint: setup
 	$(BUF) lint
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+		echo "$(BUF) breaking --against '$(BUF_AGAINST)'"; \
+		$(BUF) breaking --against '$(BUF_AGAINST)'; \
+	else echo "buf breaking: skipped (no previous commit to compare with)"; fi
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
