@@ -6,12 +6,22 @@ server reflection (so ``grpcurl -plaintext HOST:PORT list`` works without .proto
 binds ``--listen``, prints one ``serving`` line with the bound address, and on SIGTERM or
 SIGINT drains: every service goes NOT_SERVING, ``on_drain`` hooks run (finish or checkpoint
 work), in-flight RPCs get ``grace`` seconds, and the process exits 0.
+
+Open streams: every server counts its streaming calls per caller and in all
+(:mod:`visionmesh.limits`, ``VISIONMESH_MAX_STREAMS*`` / ``VISIONMESH_MAX_UPLOADS_PER_USER``)
+and keeps threads that only unary calls use, so health, GetCapabilities and the catalog
+calls answer however many streams are open; a caller over a limit gets RESOURCE_EXHAUSTED.
+
+Files: :func:`parse_args` (the first thing every server's ``main`` calls) and :func:`run`
+set the process umask to 0o077, so everything a server and its child processes create
+(catalog, its -wal/-shm, blobs, manifests, caches, keys) is 0600 in 0700 folders.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,11 +33,18 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from visionmesh.limits import StreamLimitInterceptor, StreamLimits
 from visionmesh.reflection import enable_reflection
 
 log = logging.getLogger("visionmesh.server")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    """Make every file this process (and its children) creates private: umask 0o077."""
+    os.umask(PRIVATE_UMASK)
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,8 @@ def service_name(module_pb2: Any, short_name: str) -> str:
 def parse_args(
     prog: str, default_listen: str, argv: Sequence[str] | None = None
 ) -> argparse.Namespace:
+    """The server's command line; also makes the process's files private (umask 0o077)."""
+    private_files()
     parser = argparse.ArgumentParser(prog=prog, description=f"visionmesh {prog} gRPC server")
     parser.add_argument(
         "--listen",
@@ -60,7 +79,12 @@ def parse_args(
 
 
 class Server:
-    """A running gRPC server with health and reflection; see :func:`run`."""
+    """A running gRPC server with health and reflection; see :func:`run`.
+
+    ``limits`` (default from the environment) bounds open streams per caller and in all;
+    the pool has a thread for each stream allowed plus ``limits.rpc_threads`` for unary
+    calls. The stream limiter runs inside ``interceptors`` (after authentication).
+    """
 
     def __init__(
         self,
@@ -68,13 +92,18 @@ class Server:
         services: Sequence[Service],
         *,
         interceptors: Sequence[grpc.ServerInterceptor] = (),
-        max_workers: int = 32,
+        limits: StreamLimits | None = None,
     ) -> None:
         self.name = name
         self.services = list(services)
+        self.limits = limits or StreamLimits.from_env()
+        self.stream_limiter = StreamLimitInterceptor(self.limits)
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
-            interceptors=list(interceptors),
+            futures.ThreadPoolExecutor(
+                max_workers=self.limits.worker_threads, thread_name_prefix=name
+            ),
+            interceptors=[*interceptors, self.stream_limiter],
+            maximum_concurrent_rpcs=self.limits.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -131,6 +160,7 @@ def run(
     grace: float = 10.0,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then drain and return the exit status (0)."""
+    private_files()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
