@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dataset_svc.catalog.models import BlobGuard
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Read connections kept open for Catalog.reader (well under either backend's pool size).
+READERS = 8
 _migrate_lock = threading.Lock()
 
 
@@ -72,6 +74,9 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readers: list[Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -82,11 +87,39 @@ class Catalog:
     @contextlib.contextmanager
     def reader(self) -> Iterator[Connection]:
         """A plain connection for read-only Core queries: a fraction of an ORM session's
-        cost per call (the hot read RPCs use it; see dataset_svc.cache)."""
-        with self.engine.connect() as connection:
+        cost per call (the hot read RPCs use it; see dataset_svc.cache).
+
+        Up to ``READERS`` such connections stay open between calls (checking one out of the
+        engine's pool and wrapping it costs as much as the query); each call ends with a
+        rollback, so the next one reads what was committed since. One that failed is closed.
+        """
+        with self._readers_lock:
+            connection = self._readers.pop() if self._readers else None
+        if connection is None:
+            connection = self.engine.connect()
+        reusable = False
+        try:
             yield connection
+            reusable = True
+        finally:
+            try:
+                connection.rollback()
+            except Exception:
+                reusable = False
+            with self._readers_lock:
+                if reusable and len(self._readers) < READERS and not self._closed:
+                    self._readers.append(connection)
+                    connection = None  # type: ignore[assignment]
+            if connection is not None:
+                connection.close()
 
     def close(self) -> None:
+        with self._readers_lock:
+            self._closed = True
+            readers, self._readers = self._readers, []
+        for connection in readers:
+            with contextlib.suppress(Exception):
+                connection.close()
         self.engine.dispose()
 
 
