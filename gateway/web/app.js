@@ -3,23 +3,22 @@
 import { session, setUnauthenticatedHandler } from "./api.js";
 import { clear, h } from "./dom.js";
 import { navigate, toast } from "./ui.js";
-import { renderLogin } from "./pages/login.js";
-import { renderDatasets } from "./pages/datasets.js";
-import { renderDataset } from "./pages/dataset.js";
-import { renderTrain } from "./pages/train.js";
-import { renderJobs } from "./pages/jobs.js";
-import { renderJob } from "./pages/job.js";
 
 const main = document.getElementById("main");
 let current = null; // {cleanup} of the page on screen
 
+// Each page is its own module, loaded when first visited.
 const routes = [
-  [/^\/login$/, "login", () => renderLogin],
-  [/^\/datasets$/, "datasets", () => renderDatasets],
-  [/^\/datasets\/([^/]+)(?:\/([a-z-]+))?$/, "datasets", () => renderDataset],
-  [/^\/train$/, "train", () => renderTrain],
-  [/^\/jobs$/, "jobs", () => renderJobs],
-  [/^\/jobs\/([^/]+)\/([^/]+)$/, "jobs", () => renderJob],
+  [/^\/login$/, "login", () => import("./pages/login.js").then((m) => m.renderLogin)],
+  [/^\/datasets$/, "datasets", () => import("./pages/datasets.js").then((m) => m.renderDatasets)],
+  [
+    /^\/datasets\/([^/]+)(?:\/([a-z-]+))?$/,
+    "datasets",
+    () => import("./pages/dataset.js").then((m) => m.renderDataset),
+  ],
+  [/^\/train$/, "train", () => import("./pages/train.js").then((m) => m.renderTrain)],
+  [/^\/jobs$/, "jobs", () => import("./pages/jobs.js").then((m) => m.renderJobs)],
+  [/^\/jobs\/([^/]+)\/([^/]+)$/, "jobs", () => import("./pages/job.js").then((m) => m.renderJob)],
 ];
 
 function parseHash() {
@@ -79,12 +78,17 @@ async function route() {
       if (a.dataset.nav === navKey) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
     }
-    clear(main);
-    const ctx = { main, params, match: m.slice(1).map((s) => (s ? decodeURIComponent(s) : s)) };
+    // each page renders into its own container: a page still loading when the user moves on
+    // fills a detached element, never the next page
+    const container = h("div", { class: "page" });
+    clear(main, container);
+    const ctx = { main: container, params, match: m.slice(1).map((s) => (s ? decodeURIComponent(s) : s)) };
     const page = { cleanup: null };
     current = page;
     try {
-      page.cleanup = (await load()(ctx)) || null;
+      const render = await load();
+      if (current !== page) return;
+      page.cleanup = (await render(ctx)) || null;
     } catch (err) {
       clear(main, h("h1", {}, "Something went wrong"), h("p", { role: "alert" }, err.message));
     }

@@ -54,7 +54,7 @@ export function overlaySvg(width, height, items, categories, { labels = true } =
   const hgt = Number(height) || 1;
   // strokes are drawn in screen pixels (vector-effect: non-scaling-stroke in the CSS)
   const stroke = Math.max(1, Math.round(Math.max(w, hgt) / 200));
-  const fontSize = Math.max(9, Math.round(Math.max(w, hgt) / 28));
+  const fontSize = Math.max(9, Math.round(Math.max(w, hgt) / 40));
   const root = svg("svg", {
     class: "overlay",
     viewBox: `0 0 ${w} ${hgt}`,

@@ -160,7 +160,18 @@ export function renderDatasets({ main, params }) {
     return h(
       "tr",
       { dataset: { name: ds.name } },
-      h("th", { scope: "row" }, h("a", { href: `#/datasets/${id}` }, ds.displayName || id)),
+      h(
+        "th",
+        { scope: "row" },
+        h(
+          "a",
+          {
+            href: `#/datasets/${id}`,
+            onclick: () => sessionStorage.setItem(`visionmesh.${ds.name}`, JSON.stringify(ds)),
+          },
+          ds.displayName || id,
+        ),
+      ),
       h(
         "td",
         { class: "vis" },

@@ -7,6 +7,13 @@ import { indexDocument, itemFromAnnotation, overlaySvg } from "../overlay.js";
 import { alertText } from "../ui.js";
 
 const THUMB = 256;
+
+// Annotation documents by dataset, kept while the tab lives (paging and switching sections
+// do not fetch them again); an import forgets its dataset's.
+const documents = new Map();
+export function forgetAnnotations(name) {
+  documents.delete(name);
+}
 const PARALLEL = 8;
 
 /** Runs `tasks` (functions returning promises) at most `limit` at a time. */
@@ -23,8 +30,8 @@ async function pool(tasks, limit, signal) {
 }
 
 export function renderGallery(body, ctx) {
-  const ds = ctx.dataset;
-  const health = ds.health || {};
+  let ds = ctx.dataset || {};
+  let health = ds.health || {};
   const state = {
     pageSize: Number(ctx.params.get("pageSize")) || 48,
     split: ctx.params.get("split") || "",
@@ -48,13 +55,21 @@ export function renderGallery(body, ctx) {
   const toggles = h("fieldset", { class: "class-toggles" }, h("legend", {}, "Classes shown"));
   const histogram = h("div", { class: "histogram" });
 
-  const splits = Object.keys(health.imagesPerSplit || {}).filter((s) => s);
   const splitSel = h(
     "select",
     { id: "gallery-split" },
     h("option", { value: "" }, "All splits"),
-    splits.map((s) => h("option", { value: s, selected: s === state.split }, s)),
+    state.split ? h("option", { value: state.split, selected: true }, state.split) : null,
   );
+  const datasetReady = Promise.resolve(ctx.ready).then(() => {
+    ds = ctx.dataset || {};
+    health = ds.health || {};
+    for (const split of Object.keys(health.imagesPerSplit || {})) {
+      if (split && split !== state.split) splitSel.append(h("option", { value: split }, split));
+    }
+    paintToggles();
+    paintHistogram();
+  });
   const labeledSel = h(
     "select",
     { id: "gallery-labeled" },
@@ -170,7 +185,7 @@ export function renderGallery(body, ctx) {
                     { class: "bar-cell" },
                     h("span", {
                       class: "bar",
-                      style: { width: `${(100 * n) / max}%`, background: cat?.color || "#3b6fd8" },
+                      style: { width: `${(75 * n) / max}%`, background: cat?.color || "#3b6fd8" },
                       "aria-hidden": "true",
                     }),
                     h("span", { class: "bar-num" }, `${n}`),
@@ -184,18 +199,28 @@ export function renderGallery(body, ctx) {
     );
   }
 
-  function loadAnnotations() {
-    if (!ds.labeled && !Number(ds.annotationCount || 0)) {
-      annotations = { categories: new Map(), byPath: new Map() };
-      return Promise.resolve(annotations);
+  /** The dataset's annotations, fetched once; `labeled` says whether any are known to exist. */
+  function loadAnnotations(labeled) {
+    if (!annotationsPromise && !labeled) {
+      return Promise.resolve({ categories: new Map(), byPath: new Map(), sizes: new Map() });
     }
-    annotationsPromise ||= get(`/v1/${ctx.name}/annotations`, undefined, {
-      signal: controller.signal,
-    }).then((reply) => {
-      annotations = indexDocument(JSON.parse(reply.document || "{}"));
-      paintToggles();
-      paintHistogram();
-      return annotations;
+    if (!documents.has(ctx.name)) {
+      const p = get(`/v1/${ctx.name}/annotations`).then((reply) =>
+        indexDocument(JSON.parse(reply.document || "{}")),
+      );
+      documents.set(ctx.name, p);
+      p.catch(() => documents.delete(ctx.name));
+    }
+    annotationsPromise ||= documents
+      .get(ctx.name)
+      .then((index) => {
+        annotations = index;
+        paintToggles();
+        paintHistogram();
+        return annotations;
+      });
+    annotationsPromise.catch(() => {
+      annotationsPromise = null; // a later page asks again
     });
     return annotationsPromise;
   }
@@ -221,7 +246,7 @@ export function renderGallery(body, ctx) {
       h(
         "p",
         { class: "tile-caption", title: img.path },
-        img.path.split("/").pop(),
+        h("span", { class: "name" }, img.path.split("/").pop()),
         img.split ? h("span", { class: "chip" }, img.split) : null,
       ),
     );
@@ -250,6 +275,7 @@ export function renderGallery(body, ctx) {
     urls = [];
     grid.setAttribute("aria-busy", "true");
     delete grid.dataset.ready;
+    delete grid.dataset.firstScreen;
     clear(errors);
     const filter = [];
     if (state.split) filter.push(`split=${JSON.stringify(state.split)}`);
@@ -277,28 +303,49 @@ export function renderGallery(body, ctx) {
     next.disabled = !reply.nextPageToken;
     const items = pageImages.map(tile);
     clear(grid, items);
-    const annP = loadAnnotations()
+    // a page with annotated images needs the document; a dataset labeled as a whole too
+    const labeled = pageImages.some((i) => Number(i.annotationCount || 0) > 0);
+    const annP = loadAnnotations(labeled)
       .then(() => {
         if (!signal.aborted) for (const li of items) drawOverlay(li);
       })
       .catch((err) => {
         if (!signal.aborted) clear(errors, alertText(err));
       });
-    const tasks = items.map((li) => async () => {
-      const blob = await fetchBlob(`/v1/${li._img.name}:content?thumbnailSize=${THUMB}`, { signal });
-      if (signal.aborted) return;
-      const url = URL.createObjectURL(blob);
-      urls.push(url);
-      li._thumb.src = url;
-      await li._thumb.decode().catch(() => {});
+    // thumbnails load in page order, so the tiles on screen come first; the first screen is
+    // ready once those are decoded and the overlays drawn (the rest keep loading below)
+    const visible = items.filter((li) => li.getBoundingClientRect().top < window.innerHeight);
+    const loaded = new Map();
+    const tasks = items.map((li) => {
+      let done;
+      loaded.set(li, new Promise((resolve) => (done = resolve)));
+      return async () => {
+        try {
+          const blob = await fetchBlob(`/v1/${li._img.name}:content?thumbnailSize=${THUMB}`, {
+            signal,
+          });
+          if (signal.aborted) return;
+          const url = URL.createObjectURL(blob);
+          urls.push(url);
+          li._thumb.src = url;
+          await li._thumb.decode().catch(() => {});
+        } finally {
+          done();
+        }
+      };
     });
-    await Promise.all([pool(tasks, PARALLEL, signal), annP]);
+    const all = pool(tasks, PARALLEL, signal);
+    await Promise.all([...visible.map((li) => loaded.get(li)), annP]);
     if (signal.aborted) return;
-    grid.setAttribute("aria-busy", "false");
-    grid.dataset.ready = String(state.page + 1);
+    grid.dataset.firstScreen = String(state.page + 1);
     if (!performance.getEntriesByName("vm:gallery-first-screen").length) {
       performance.mark("vm:gallery-first-screen");
     }
+    await all;
+    if (signal.aborted) return;
+    grid.setAttribute("aria-busy", "false");
+    grid.dataset.ready = String(state.page + 1);
+    ctx.onFirstScreen?.();
   }
 
   // the large view
@@ -337,7 +384,7 @@ export function renderGallery(body, ctx) {
     );
     if (!dialog.open) dialog.showModal();
     close.focus();
-    await loadAnnotations().catch(() => null);
+    await loadAnnotations(Number(img.annotationCount || 0) > 0).catch(() => null);
     const anns = annotations?.byPath.get(img.path) || [];
     frame.append(overlaySvg(img.width, img.height, anns.map(itemFromAnnotation), annotations?.categories || new Map()));
     clear(
@@ -418,8 +465,6 @@ export function renderGallery(body, ctx) {
     ),
     dialog,
   );
-  paintToggles();
-  paintHistogram();
   load();
   return () => {
     controller.abort();

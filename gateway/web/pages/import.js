@@ -4,6 +4,7 @@
 import { ApiError, base64, post } from "../api.js";
 import { clear, field, h } from "../dom.js";
 import { busy, clearFormErrors, errorBox, toast } from "../ui.js";
+import { forgetAnnotations } from "./gallery.js";
 
 let pending = null; // {dataset, files} handed over by the upload page
 
@@ -92,6 +93,7 @@ export function renderImport(body, ctx) {
           classNames: names,
           replaceExisting: replace.checked,
         });
+        forgetAnnotations(ctx.name);
         toast(`Imported ${reply.annotationCount || 0} annotations.`);
         await ctx.refresh().catch(() => {});
         replace.checked = true;

@@ -115,6 +115,7 @@ export async function renderJob({ main, match }) {
         : h("li", { class: "muted" }, "No weights yet: checkpoints appear after the first epoch."),
     );
     paintPredict();
+    if (!active && epochs.size) paintEpochs();
   }
 
   async function refresh() {
@@ -160,8 +161,10 @@ export async function renderJob({ main, match }) {
   let following = false;
   function paintEpochs() {
     const list = [...epochs.values()].sort((a, b) => a.epoch - b.epoch);
-    const total = Number(job?.totalEpochs || list.at(-1)?.epochs || 0);
-    chartSet.update(list, total);
+    // x spans the planned epochs while the job runs, the epochs it ran once it ended
+    const planned = Number(job?.totalEpochs || list.at(-1)?.epochs || 0);
+    const ended = job && !ACTIVE.has(job.state) && list.length;
+    chartSet.update(list, ended ? list.at(-1).epoch : planned);
     charts.dataset.epochs = String(list.length);
     chartStatus.textContent = list.length
       ? `${list.length} epoch${list.length > 1 ? "s" : ""} received${list.at(-1).etaSeconds && ACTIVE.has(job?.state) ? `; about ${Math.round(list.at(-1).etaSeconds)} s left` : ""}.`
@@ -303,7 +306,7 @@ export async function renderJob({ main, match }) {
                     "tbody",
                     {},
                     dets.slice(0, 50).map((d) =>
-                      h("tr", {}, h("td", {}, d.categoryName || d.categoryId || 0), h("td", { class: "num" }, (d.score || 0).toFixed(3)), h("td", {}, d.box ? [d.box.x, d.box.y, d.box.width, d.box.height].map((v) => Math.round(v || 0)).join(", ") : "")),
+                      h("tr", {}, h("td", {}, d.categoryName || d.categoryId || 0), h("td", { class: "num" }, fmt(d.score || 0)), h("td", {}, d.box ? [d.box.x, d.box.y, d.box.width, d.box.height].map((v) => Math.round(v || 0)).join(", ") : "")),
                     ),
                   ),
                 )
