@@ -6,7 +6,9 @@ the experiment ``VISIONMESH_MLFLOW_EXPERIMENT`` (default ``visionmesh``): the re
 spec as params, every epoch's metrics (step = epoch), and at the end best.pt and the
 evaluation pictures as artifacts, tagged with the job's name, trainer and final state.
 When the variable is set but mlflow is not installed, the job log says so and training
-goes on unlogged. Install with ``pip install 'visionmesh[mlflow]'``.
+goes on unlogged. Install with ``pip install 'visionmesh[mlflow]'`` (mlflow-skinny, the
+client without the server). A ``file:`` URI sets ``MLFLOW_ALLOW_FILE_STORE=true`` (MLflow 3
+keeps its file store behind that switch).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class Tracker:
                 "(pip install 'visionmesh[mlflow]'): not logging to MLflow"
             )
             return
+        if uri.startswith(("file:", "/", ".")):
+            # MLflow 3 keeps the file store in maintenance mode behind this switch; a file
+            # URI set on purpose means the user wants it.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         try:
             client = MlflowClient(tracking_uri=uri)
             name = os.environ.get(EXPERIMENT_ENV, "").strip() or "visionmesh"
