@@ -45,7 +45,7 @@ def _atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # private, like everything under VISIONMESH_HOME
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -270,7 +270,7 @@ class S3Store(ObjectStore):
                     raise
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o600)  # private, like everything under VISIONMESH_HOME
             os.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(OSError):
