@@ -52,18 +52,20 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     dataset, cleanup = start_dataset_server("sqlite+local", tmp_path_factory.mktemp("gw-home"))
-    trainer = None
-    gateway = None
+    trainer = yolo = gateway = None
     try:
         trainer = start_trainer("timm", dataset, guard_dir=tmp_path_factory.mktemp("guard"))
-        gateway = start_gateway(dataset.addr, {"timm": trainer.addr})
+        yolo = start_trainer("ultralytics", dataset, guard_dir=tmp_path_factory.mktemp("guard"))
+        gateway = start_gateway(dataset.addr, {"timm": trainer.addr, "ultralytics": yolo.addr})
         yield Stack(dataset, trainer, gateway)
         assert trainer.network_attempts() == [], trainer.network_attempts()
+        assert yolo.network_attempts() == [], yolo.network_attempts()
     finally:
         if gateway is not None:
             assert gateway.stop() == 0, gateway.log()[-2000:]
-        if trainer is not None and trainer.process.proc.poll() is None:
-            trainer.stop()
+        for server in (trainer, yolo):
+            if server is not None and server.process.proc.poll() is None:
+                server.stop()
         cleanup()
 
 
@@ -117,6 +119,19 @@ def test_healthz_reports_every_backend(stack):
         "status": "SERVING",
     }
     assert body["backends"]["trainers/timm"]["status"] == "SERVING"
+    assert body["backends"]["trainers/ultralytics"]["status"] == "SERVING"
+
+
+def test_capabilities_are_routed_by_framework(stack):
+    with stack.http() as http:
+        for framework in ("timm", "ultralytics"):
+            reply = http.get(f"/v1/trainers/{framework}:capabilities")
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["framework"] == framework
+            assert reply.json()["models"]
+        unknown = http.get("/v1/trainers/caffe:capabilities")
+    assert unknown.status_code == 404
+    assert "trainers/timm" in unknown.json()["message"]
 
 
 def test_healthz_is_503_when_a_backend_is_down(stack):
@@ -549,3 +564,55 @@ def test_no_token_is_401_on_trainer_routes(stack, job):
     with stack.http(None) as anonymous:
         reply = anonymous.get(f"/v1/{started['name']}")
     assert reply.status_code == 401 and status_of(reply)["code"] == 16
+
+
+def created(job: dict) -> float:
+    """createTime (RFC 3339, 0-9 fractional digits) as seconds."""
+    from datetime import datetime
+
+    stamp = job["createTime"].removesuffix("Z")
+    whole, _, fraction = stamp.partition(".")
+    seconds = datetime.fromisoformat(whole + "+00:00").timestamp()
+    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def test_trainers_dash_merges_every_trainer_newest_first_across_pages(job):
+    http, started, _ = job
+    dataset = http.get(f"/v1/{started['name']}").json()["job"]["spec"]["dataset"]
+    reply = http.post(
+        "/v1/trainers/ultralytics/jobs",
+        json={
+            "requestId": uuid.uuid4().hex,
+            "spec": {
+                "dataset": dataset,
+                "taskType": "TASK_TYPE_OBJECT_DETECTION",
+                "model": "yolo11n",
+                "epochs": 1,
+                "imageSize": 64,
+                "batchSize": 4,
+            },
+        },
+    )
+    assert reply.status_code == 200, reply.text
+    yolo_job = reply.json()["job"]["name"]
+    assert yolo_job.startswith("trainers/ultralytics/jobs/")
+    assert http.post(f"/v1/{yolo_job}:cancel", json={}).status_code == 200
+    every = []
+    for framework in ("timm", "ultralytics"):
+        every += http.get(f"/v1/trainers/{framework}/jobs", params={"pageSize": 100}).json()["jobs"]
+    expected = [j["name"] for j in sorted(every, key=lambda j: (-created(j), j["name"]))]
+    assert len(expected) >= 3 and yolo_job in expected and started["name"] in expected
+    names, token, pages = [], "", 0
+    while True:
+        page = http.get("/v1/trainers/-/jobs", params={"pageSize": 1, "pageToken": token})
+        assert page.status_code == 200, page.text
+        names += [j["name"] for j in page.json()["jobs"]]
+        token = page.json()["nextPageToken"]
+        pages += 1
+        if not token:
+            break
+    assert names == expected and pages >= len(expected)
+    two = http.get("/v1/trainers/-/jobs", params={"pageSize": 2}).json()
+    assert [j["name"] for j in two["jobs"]] == expected[:2]
+    bad = http.get("/v1/trainers/-/jobs", params={"pageToken": "bm9wZQ"})
+    assert bad.status_code == 400 and violations(bad) == ["page_token"]
