@@ -134,6 +134,7 @@ def echo(tmp_path_factory):
         extra_env={
             "PYTHONPATH": env["PYTHONPATH"],
             "VISIONMESH_GATEWAY_EXTRA": f"gwtest.v1.echo_pb2={found.group(1)}",
+            "VISIONMESH_GATEWAY_CORS_ORIGINS": "http://ui.example",
         },
     )
     try:
@@ -248,3 +249,23 @@ def test_unrouted_backends_and_unknown_routes(echo):
     reply = httpx.get(gateway.url + "/v1/datasets", timeout=30)  # dataset_svc is not running
     assert reply.status_code == 503 and reply.json()["code"] == 14
     assert httpx.get(gateway.url + "/v1/echoes/a/b:echo", timeout=30).status_code == 404
+
+
+def test_cors_is_configured_by_env(echo):
+    gateway, _ = echo
+    with gateway.client() as http:
+        preflight = http.options(
+            "/v1/echoes/e1:echo",
+            headers={
+                "Origin": "http://ui.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "http://ui.example"
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        simple = http.get("/v1/echoes/e1:echo", headers={"Origin": "http://ui.example"})
+        assert simple.headers["access-control-allow-origin"] == "http://ui.example"
+        other = http.get("/v1/echoes/e1:echo", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
