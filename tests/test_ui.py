@@ -456,6 +456,45 @@ def test_upload_folder_import_labels_and_see_them_drawn(browser, mesh, tmp_path)
     assert_offline(page)
 
 
+def test_drop_images_on_the_upload_zone_and_keyboard_file_picker(browser, mesh):
+    from tests._dataset import image_bytes
+
+    api = Api(mesh.url, user_name("dina"))
+    ds = api.post("/v1/datasets", {"displayName": "dropped"})
+    ds = ds.get("dataset", ds)
+    page = signed_in_page(browser, mesh, api, f"/#/datasets/{ds['name'].split('/')[1]}/upload")
+    page.wait_for_selector("#dropzone")
+    # the pickers open from the keyboard (Tab to them, Enter)
+    page.get_by_label("Choose a folder…").focus()
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    assert chooser.value.is_multiple()
+    # a drop of two images (a DataTransfer made in the page, as a file manager would send)
+    pngs = {
+        "red.png": image_bytes(20, 10, (200, 0, 0)),
+        "blue.png": image_bytes(10, 20, (0, 0, 200)),
+    }
+    transfer = page.evaluate_handle(
+        """files => {
+            const dt = new DataTransfer();
+            for (const [name, b64] of Object.entries(files)) {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                dt.items.add(new File([bytes], name, {type: "image/png"}));
+            }
+            return dt;
+        }""",
+        {k: base64.b64encode(v).decode() for k, v in pngs.items()},
+    )
+    page.dispatch_event("#dropzone", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#upload-summary")
+    assert "2 images added" in page.inner_text("#upload-summary")
+    images = {i["path"]: i for i in api.get(f"/v1/{ds['name']}/images")["images"]}
+    assert set(images) == set(pngs)
+    assert (images["red.png"]["width"], images["red.png"]["height"]) == (20, 10)
+    assert_offline(page)
+
+
 # -- snapshots, compatibility, integrity, export ---------------------------------------------
 
 
@@ -591,6 +630,14 @@ def test_chat_fills_the_form_training_charts_stop_early_weights_predict(browser,
         assert note in page.inner_text("#chat-result")
     page.wait_for_selector("#compat-line.ok-text")
     screenshot(page, "13-train-chat")
+    korean = f"coco8-{tag} 데이터셋으로 yolo11n 학습시작 epochs 12"
+    page.get_by_label("Sentence").fill(korean)
+    page.get_by_role("button", name="Fill the form").click()
+    page.wait_for_function("document.querySelector('#chat-result .callout') !== null")
+    parsed = api.post("/v1/assistant:parseTrainingCommand", {"text": korean})
+    assert parsed["spec"]["dataset"] == ds["name"] and parsed["spec"]["model"] == "yolo11n"
+    page.wait_for_function("document.querySelector('[data-field=epochs] input').value === '12'")
+    assert page.get_by_label("Model").input_value() == "ultralytics/yolo11n"
 
     # a bad value: the gateway's message shows next to that field, nothing starts
     page.locator("[data-field='batch_size'] input").fill("4")
@@ -695,6 +742,44 @@ def test_chat_fills_the_form_training_charts_stop_early_weights_predict(browser,
     assert_accessible(page, "predict")
     screenshot(page, "17-predict")
 
+    # two more jobs: the second waits in the queue (position shown), then is cancelled
+    jobs = []
+    for _ in range(2):
+        jobs.append(
+            api.post(
+                "/v1/trainers/ultralytics/jobs",
+                {
+                    "requestId": str(uuid.uuid4()),
+                    "spec": {
+                        "dataset": ds["name"],
+                        "taskType": "TASK_TYPE_OBJECT_DETECTION",
+                        "model": "yolo11n",
+                        "epochs": 200,
+                        "imageSize": 32,
+                        "batchSize": 4,
+                    },
+                },
+            )["job"]["name"]
+        )
+    queued = api.get(f"/v1/{jobs[1]}")["job"]
+    assert queued["state"] == "JOB_STATE_QUEUED" and queued["queuePosition"] == 1
+
+    # the jobs list shows every job: finished with its progress, queued with its position
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Jobs").click()
+    waiting = page.locator(f"#jobs-table tr[data-name='{jobs[1]}']")
+    waiting.wait_for()
+    assert waiting.locator("[data-state]").get_attribute("data-state") == "queued"
+    assert "#1" in waiting.inner_text()
+    screenshot(page, "18-jobs")
+    waiting.get_by_role("link").click()
+    page.wait_for_selector("#job-state [data-state=queued]")
+    assert "position 1" in page.inner_text("main")
+    page.get_by_role("button", name="Cancel").click()
+    page.locator("dialog[open]").get_by_role("button", name="Cancel the job").click()
+    page.wait_for_selector("#job-state [data-state=cancelled]")
+    assert api.get(f"/v1/{jobs[1]}")["job"]["state"] == "JOB_STATE_CANCELLED"
+    api.post(f"/v1/{jobs[0]}:cancel", {})
+
     # the jobs list shows it, finished, with its progress
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Jobs").click()
     row = page.locator(f"#jobs-table tr[data-name='{job_name}']")
@@ -702,5 +787,4 @@ def test_chat_fills_the_form_training_charts_stop_early_weights_predict(browser,
     assert row.locator("[data-state]").get_attribute("data-state") == "succeeded"
     assert f"{n}/12" in row.inner_text()
     assert_accessible(page, "jobs")
-    screenshot(page, "18-jobs")
     assert_offline(page)

@@ -61,14 +61,16 @@ export function renderUpload(body, ctx) {
     "div",
     { class: "dropzone", id: "dropzone" },
     h("p", {}, h("strong", {}, "Drop a folder here"), " — its structure is kept (train/, val/, class folders)."),
+    // the file inputs themselves take focus (Tab, then Enter or Space); their labels are
+    // what shows, outlined while the input has focus
     h(
       "div",
       { class: "row" },
-      h("label", { for: picker.id, class: "btn btn-primary", tabindex: "0", role: "button" }, "Choose a folder…"),
-      h("label", { for: filesPicker.id, class: "btn", tabindex: "0", role: "button" }, "Choose images…"),
+      picker,
+      h("label", { for: picker.id, class: "btn btn-primary" }, "Choose a folder…"),
+      filesPicker,
+      h("label", { for: filesPicker.id, class: "btn" }, "Choose images…"),
     ),
-    picker,
-    filesPicker,
   );
   const options = h(
     "div",
@@ -178,14 +180,6 @@ export function renderUpload(body, ctx) {
     filesPicker.value = "";
     send(files);
   });
-  for (const label of zone.querySelectorAll("label[role=button]")) {
-    label.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" || e.key === " ") {
-        e.preventDefault();
-        label.click();
-      }
-    });
-  }
   zone.addEventListener("dragover", (e) => {
     e.preventDefault();
     zone.classList.add("over");
