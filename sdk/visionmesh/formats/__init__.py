@@ -4,15 +4,24 @@ Reading (auto-detected, the variant reported)::
 
     result = formats.read("path/to/dataset")            # a folder or one annotation file
     result = formats.read(MemorySource(files, images))  # documents in memory (the service)
-    result.dataset, result.variant, result.problems, result.ok
+    result.dataset, result.variant, result.layout, result.problems, result.ok
 
 Variants: ``dice-standard`` (COCO + ``storage_info``/``split``; ``annotations_{detection,
 segmentation,classification,pose}.json`` or ``annotations.json``; ``__background__``
 negatives), ``dice-nested`` (``classes``, ``images[].annotations``, ``class_id``),
 ``dice-v1`` (platform document with ``format_version``/``task_type``), ``coco-instances``,
-``coco-keypoints`` (several ``annotations/instances_<split>.json`` are merged),
-``yolo-detect``, ``yolo-segment``, ``yolo-pose``, ``yolo-classify``, ``imagefolder``,
-``legacy-v0.9`` (``label_map.json`` + ``labels/*.json``), ``images-only``.
+``coco-keypoints``, ``coco-panoptic`` (segments read as boxes), ``yolo-detect``,
+``yolo-segment``, ``yolo-pose``, ``yolo-classify``, ``imagefolder``, ``legacy-v0.9``
+(``label_map.json`` or labelme's ``labels.txt`` + per-image label files), ``images-only``.
+
+Layouts (``result.layout`` says which, in words): COCO's ``annotations/`` folder (one
+split per file: ``instances_val2017`` is val; keypoints files merged onto the instances by
+id; captions skipped with a note; ids restarting per file renumbered, with a note),
+Roboflow's ``<split>/_annotations.coco.json``, YOLO ``images/`` + ``labels/`` (splits from
+data.yaml's train/val/test folders or image lists, else folder names such as ``valid`` or
+``val2017``), Darknet (``obj.data``, ``obj.names``, labels beside the images), class
+folders. Problems have a severity: ``error`` (refused), ``warning``, ``note`` (what the
+reader did on purpose; ``result.notes``).
 
 Public API:
 

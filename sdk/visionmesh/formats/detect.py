@@ -191,5 +191,5 @@ def _json_documents(
     elif folders <= {"annotations", "annotation"}:
         found.layout = "COCO annotations/ folder"
     else:
-        found.layout = "COCO document(s) " + ", ".join(found.documents[:4])
+        found.layout = "annotation document(s) " + ", ".join(found.documents[:4])
     return found

@@ -256,46 +256,45 @@ def _screen_polygons(anns: list) -> set[int]:
 
 
 def _screen_polygon_bounds(anns: list, image_ids: list, sizes: dict) -> set[int]:
-    """Annotations with a polygon point outside their image (all vertices checked at once)."""
-    polys: list = []
-    owner: list[int] = []
-    add_poly, add_owner = polys.append, owner.append
-    for i, a in enumerate(anns):
-        seg = a.segmentation
-        if type(seg) is list:
-            for p in seg:
-                add_poly(p)
-                add_owner(i)
-    if not polys:
+    """Annotations with a polygon point outside their image: each polygon's extent, all
+    polygons at once (nothing per vertex is made but one flat copy of the coordinates)."""
+    segs = [a.segmentation for a in anns]
+    rows = [i for i, seg in enumerate(segs) if type(seg) is list and seg]
+    if not rows:
         return set()
+    per_row = np.fromiter((len(segs[i]) for i in rows), dtype=np.int64, count=len(rows))
+    polys = list(chain.from_iterable(segs[i] for i in rows))
+    owner = np.repeat(np.asarray(rows, dtype=np.int64), per_row)
     try:
         lengths = np.fromiter(map(len, polys), dtype=np.int64, count=len(polys))
     except TypeError:
-        return set(owner)  # odd shapes: the detailed check reports them
-    even = (lengths >= 2) & ~(lengths & 1).astype(bool)
+        return set(owner.tolist())  # odd shapes: the detailed check reports them
+    even = (lengths >= 2) & ((lengths & 1) == 0)
     if not even.all():
-        keep = np.flatnonzero(even).tolist()
-        polys = [polys[k] for k in keep]
-        owner = [owner[k] for k in keep]
-        lengths = lengths[even]
+        keep = np.flatnonzero(even)
+        polys = [polys[k] for k in keep.tolist()]
+        owner, lengths = owner[keep], lengths[keep]
         if not polys:
             return set()
     try:
         flat = np.concatenate(polys).astype(np.float64, copy=False)
     except (TypeError, ValueError):
-        return set(owner)
+        return set(owner.tolist())
     if flat.ndim != 1 or flat.size != int(lengths.sum()):
-        return set(owner)
-    wh = np.asarray([sizes.get(image_ids[i]) or (np.inf, np.inf) for i in owner], dtype=np.float64)
+        return set(owner.tolist())
     pts = flat.reshape(-1, 2)
-    limits = np.repeat(wh, lengths // 2, axis=0)
+    starts = np.cumsum(lengths // 2) - lengths // 2
+    lows = np.minimum.reduceat(pts, starts, axis=0)
+    highs = np.maximum.reduceat(pts, starts, axis=0)
+    unknown = (np.inf, np.inf)
+    wh_rows = np.asarray([sizes.get(image_ids[i]) or unknown for i in rows], dtype=np.float64)
+    wh = np.repeat(wh_rows, per_row, axis=0)
+    if not even.all():
+        wh = wh[even]
     tol = BBOX_TOLERANCE
-    bad = ((pts < -tol) | (pts > limits + tol)).any(axis=1)
-    if not bad.any():
-        return set()
-    starts = np.concatenate([[0], np.cumsum(lengths // 2)[:-1]])
-    per_poly = np.logical_or.reduceat(bad, starts)
-    return {owner[k] for k in np.flatnonzero(per_poly).tolist()}
+    bad = (lows < -tol).any(axis=1) | (highs > wh + tol).any(axis=1)
+    bad |= ~np.isfinite(lows).all(axis=1)  # NaN compares false: let the detailed check say
+    return set(owner[bad].tolist())
 
 
 def _screen_boxes(anns: list, image_ids: list, sizes: dict) -> set[int]:
