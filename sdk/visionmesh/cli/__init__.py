@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "visionmesh.cli.training",
     "visionmesh.cli.assist",
     "visionmesh.cli.convert",
+    "visionmesh.cli.models_io",
 ]
 
 
