@@ -36,7 +36,6 @@ from typing import Any
 
 import grpc
 import orjson
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
@@ -48,7 +47,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from gateway import openapi, routes
+from gateway import jsonfast, openapi, routes
 from gateway.routes import Method, RequestError
 from visionmesh import config, errors
 
@@ -77,7 +76,8 @@ for _ext, _type in {
 
 
 def to_json(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    """proto3 JSON (json_format's output, fields without presence printed), faster."""
+    return jsonfast.to_dict(message)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
