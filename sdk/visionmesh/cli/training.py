@@ -362,8 +362,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             }
         )
         return 0 if caps else UNREACHABLE
-    for fw, reason in mesh.unreachable.items():
-        note(f"trainer {fw} at {mesh.trainer_addrs[fw]} unreachable: {reason}")
+    for fw in mesh.unreachable:
+        note(f"trainer {fw} ({mesh.trainer_addrs[fw]}) did not answer: its models are left out")
     if not caps:
         raise CliError("no trainer answered (start them with `make run`)", UNREACHABLE)
     rows = []
@@ -473,8 +473,8 @@ def cmd_compat(args: argparse.Namespace) -> int:
     if wants_json(args):
         print_json({"dataset": ds.name, "rows": data, "unreachable": mesh.unreachable})
         return 0
-    for fw, reason in mesh.unreachable.items():
-        note(f"trainer {fw} unreachable ({reason}): its models are left out")
+    for fw in mesh.unreachable:
+        note(f"trainer {fw} ({mesh.trainer_addrs[fw]}) did not answer: its models are left out")
     print(
         f"{ds.display_name} ({ds.name}): {ds.image_count} images, {ds.annotation_count} annotations"
     )
@@ -526,8 +526,8 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     if wants_json(args):
         print_json({"jobs": [to_dict(j) for j in jobs], "unreachable": unreachable})
         return 0
-    for fw, reason in unreachable.items():
-        note(f"trainer {fw} unreachable: {reason}")
+    for fw in unreachable:
+        note(f"trainer {fw} ({mesh.trainer_addrs[fw]}) did not answer: its jobs are left out")
     if not jobs:
         print("no jobs yet: `vmesh train DATASET --model MODEL`")
     else:
