@@ -109,10 +109,17 @@ def convert(src: Path, out: Path, *args: str) -> int:
     return main(["convert", str(src), *args, str(out), "--images", "none"])
 
 
+ZERO_BASED = {
+    "roboflow": ("roboflow-dog-seg", "train/_annotations.coco.json"),
+    "labelme": ("labelme", "instance_segmentation/data_dataset_coco/annotations.json"),
+}
+
+
 @pytest.fixture(scope="module")
 def coco_mini(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """coco-mini with placeholders and ultralytics' conversions of it (boxes, polygons,
-    keypoints), made once for the module."""
+    """coco-mini, Roboflow's and labelme's exports with placeholders, and ultralytics'
+    conversions of them (boxes, polygons, keypoints), made once for the module in one
+    child process."""
     tmp = tmp_path_factory.mktemp("coco-mini")
     root = materialize("coco-mini", tmp / "src")
     det = tmp / "ref-in-det"
@@ -122,16 +129,23 @@ def coco_mini(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name in ("instances_val2017.json", "instances_train2017.json"):
         shutil.copyfile(root / "annotations" / name, det / name)
     shutil.copyfile(root / "annotations/person_keypoints_val2017.json", kp / "pk.json")
-    run_convert_coco(
-        tmp,
-        [
-            (det, tmp / "ref-det", False, False),
-            (det, tmp / "ref-seg", True, False),
-            (kp, tmp / "ref-pose", False, True),
-            (det, tmp / "ref-det80", False, False, True),  # as ultralytics' COCO layout has it
-        ],
-    )
-    return {"tmp": tmp, "root": root}
+    jobs = [
+        (det, tmp / "ref-det", False, False),
+        (det, tmp / "ref-seg", True, False),
+        (kp, tmp / "ref-pose", False, True),
+        (det, tmp / "ref-det80", False, False, True),  # as ultralytics' COCO layout has it
+    ]
+    paths = {"tmp": tmp, "root": root}
+    for key, (source, doc) in ZERO_BASED.items():
+        src = materialize(source, tmp / f"src-{key}")
+        ref_in = tmp / f"ref-in-{key}"
+        ref_in.mkdir()
+        shutil.copyfile(src / doc, ref_in / "labels.json")
+        paths[key] = src / doc
+        jobs += [(ref_in, tmp / f"ref-{key}-detect", False, False)]
+        jobs += [(ref_in, tmp / f"ref-{key}-segment", True, False)]
+    run_convert_coco(tmp, jobs)
+    return paths
 
 
 def _category_ids(root: Path, doc: str) -> list[int]:
@@ -174,28 +188,20 @@ def test_coco_mini_pose_matches_convert_coco(coco_mini: dict[str, Path]) -> None
 
 
 @pytest.mark.parametrize(
-    ("source", "doc", "task"),
-    [
-        ("roboflow-dog-seg", "train/_annotations.coco.json", "segment"),
-        ("labelme", "instance_segmentation/data_dataset_coco/annotations.json", "segment"),
-        ("labelme", "instance_segmentation/data_dataset_coco/annotations.json", "detect"),
-    ],
+    ("key", "task"), [("roboflow", "segment"), ("labelme", "segment"), ("labelme", "detect")]
 )
 def test_zero_based_exports_match_convert_coco(
-    tmp_path: Path, source: str, doc: str, task: str
+    coco_mini: dict[str, Path], key: str, task: str
 ) -> None:
     """Roboflow (ids from 0, an unused superclass) and labelme (``_background_`` id 0)."""
-    root = materialize(source, tmp_path / "src")
-    ref_in = tmp_path / "ref-in"
-    ref_in.mkdir()
-    shutil.copyfile(root / doc, ref_in / "labels.json")
-    run_convert_coco(tmp_path, [(ref_in, tmp_path / "ref", task == "segment", False)])
-    out = tmp_path / "ours"
-    assert convert(root / doc, out, "--to", "yolo", "--task", task) == 0
+    tmp, doc = coco_mini["tmp"], coco_mini[key]
+    out = tmp / f"ours-{key}-{task}"
+    assert convert(doc, out, "--to", "yolo", "--task", task) == 0
     names = yaml.safe_load((out / "data.yaml").read_text())["names"]
-    cats = {c["name"]: c["id"] for c in json.loads((root / doc).read_text())["categories"]}
+    cats = {c["name"]: c["id"] for c in json.loads(doc.read_text())["categories"]}
     ids = [cats[names[k]] for k in range(len(names))]
-    assert compare_rows(read_rows(out / "labels"), read_rows(tmp_path / "ref/labels"), ids) > 10
+    ref = read_rows(tmp / f"ref-{key}-{task}/labels")
+    assert compare_rows(read_rows(out / "labels"), ref, ids) > 10
 
 
 def _ultralytics_yaml(name: str) -> Path:

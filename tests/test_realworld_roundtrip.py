@@ -108,7 +108,7 @@ def test_dice_from_zero_based_ids_follows_the_schema(tmp_path: Path) -> None:
     root = materialize("roboflow-dog-seg", tmp_path / "src")
     dice = tmp_path / "dice"
     assert convert(root, dice, "--to", "dice") == 0
-    doc = json.loads((dice / "annotations_segmentation.json").read_text())
+    doc = json.loads((dice / "annotations.json").read_text())
     schema = json.loads((REALWORLD / "mvp-vision-ai-platform/dice_format.schema.json").read_text())
     jsonschema.validate(doc, schema)
     assert min(im["id"] for im in doc["images"]) == 1

@@ -20,6 +20,7 @@ from ..formats import Problem
 from ..formats.images import PLACE_MODES
 from ..formats.reader import gc_paused
 from ..formats.yolo_read import YamlLimitError, safe_yaml_load
+from ..splits import SplitError, resolve_splits
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -157,18 +158,21 @@ def _print_notes(result: formats.ReadResult) -> None:
         print(p)
 
 
-def _everything(
-    result: formats.ReadResult, report: compat.CompatibilityReport, prepared: formats.Dataset
-) -> formats.Dataset:
-    """For COCO and DICE, which hold every annotation: the dataset as read (crowd regions,
-    keypoints and every extra field kept), images split as the report says."""
+def _everything(result: formats.ReadResult, args: argparse.Namespace) -> formats.Dataset | None:
+    """The dataset as read (crowd regions, keypoints, every extra field), each image with
+    its split: the given one, else one made with the seed (on copies of the images)."""
     source = result.dataset
-    splits = report.splits
+    try:
+        splits = resolve_splits(source, seed=args.split_seed, val_fraction=args.val_fraction)
+    except SplitError as exc:
+        _fail(str(exc))
+        return None
+    for w in splits.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     images = [
-        dataclasses.replace(im, split=splits.get(im.id) or im.split or "train")
-        for im in source.images
+        dataclasses.replace(im, split=splits.splits.get(im.id) or im.split) for im in source.images
     ]
-    return dataclasses.replace(source, images=images, info={**prepared.info, **source.info})
+    return dataclasses.replace(source, images=images)
 
 
 def _with_crowd(result: formats.ReadResult, prepared: formats.Dataset) -> formats.Dataset:
@@ -211,30 +215,31 @@ def _convert(args: argparse.Namespace) -> int:
         task = formats.normalize_task(args.task) if args.task else None
     except ValueError as exc:
         return _fail(str(exc))
-    task = task or formats.infer_task(result.dataset)
-    if args.to == "imagefolder" and task != formats.IMAGE_CLASSIFICATION:
-        return _fail("ImageFolder holds image classification only (use --task classify)")
-    if args.to == "yolo" and task == formats.SEMANTIC_SEGMENTATION:
-        return _fail("YOLO has no semantic segmentation format (use --to dice)")
-    dataset, report = compat.prepare(
-        result.dataset, task, split_seed=args.split_seed, val_fraction=args.val_fraction
-    )
     _print_problems(result.warnings, args.max_problems)
-    keep_all = args.to in ("coco", "dice") and not args.task
-    for w in report.warnings:
-        if keep_all and (" dropped: " in w or "left out" in w):
-            continue  # COCO and DICE keep them: see _everything
-        print(f"warning: {w}", file=sys.stderr)
-    if dataset is None:
-        for e in report.errors:
-            print(f"error: {e}", file=sys.stderr)
-        return _fail(f"{args.src} cannot train {task}")
-    if args.to in ("coco", "dice"):
-        # These hold everything: nothing is dropped that the task does not require.
-        if keep_all:
-            dataset = _everything(result, report, dataset)
-        else:
-            dataset = _with_crowd(result, dataset)
+    if args.to in ("coco", "dice") and task is None:
+        # No task asked for: COCO and DICE hold everything, so everything is written.
+        dataset = _everything(result, args)
+        if dataset is None:
+            return EXIT_REFUSED
+        conversion = "everything kept"
+    else:
+        task = task or formats.infer_task(result.dataset)
+        if args.to == "imagefolder" and task != formats.IMAGE_CLASSIFICATION:
+            return _fail("ImageFolder holds image classification only (use --task classify)")
+        if args.to == "yolo" and task == formats.SEMANTIC_SEGMENTATION:
+            return _fail("YOLO has no semantic segmentation format (use --to dice)")
+        dataset, report = compat.prepare(
+            result.dataset, task, split_seed=args.split_seed, val_fraction=args.val_fraction
+        )
+        for w in report.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if dataset is None:
+            for e in report.errors:
+                print(f"error: {e}", file=sys.stderr)
+            return _fail(f"{args.src} cannot train {task}")
+        if args.to in ("coco", "dice"):
+            dataset = _with_crowd(result, dataset)  # COCO holds crowd regions: kept
+        conversion = f"for {task} ({report.conversion})"
     source = formats.open_source(args.src, args.images_dir)
     written = formats.write(
         dataset,
@@ -251,7 +256,7 @@ def _convert(args: argparse.Namespace) -> int:
         return _fail("some images could not be written")
     placed = f", {written.images_placed} images ({args.images})" if args.images != "none" else ""
     print(
-        f"wrote {args.to} for {task} ({report.conversion}) to {out}: "
+        f"wrote {args.to} {conversion} to {out}: "
         f"{len(dataset.images)} images, {len(dataset.annotations)} annotations{placed}"
     )
     return EXIT_OK
