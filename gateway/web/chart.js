@@ -73,8 +73,10 @@ export function metricCharts(container, { totalEpochs = 0, bestMetric = "" } = {
       hi = Math.max(hi, 0.05);
     }
     if (hi - lo < 1e-9) {
+      const nonNegative = lo >= 0;
       hi = lo + (Math.abs(lo) || 1) * 0.1;
       lo -= (Math.abs(lo) || 1) * 0.1;
+      if (nonNegative) lo = Math.max(0, lo);
     }
     const pad = (hi - lo) * 0.08;
     lo = lo >= 0 && lo - pad < 0 ? 0 : lo - pad;

@@ -60,14 +60,7 @@ export async function renderJob({ main, match }) {
   function paintJob() {
     const spec = job.spec || {};
     clear(badge, stateBadge(job.state));
-    const cur = Number(job.currentEpoch || 0);
-    const total = Number(job.totalEpochs || spec.epochs || 0);
-    progress.max = total || 1;
-    progress.value = cur;
-    progressText.textContent =
-      job.state === "JOB_STATE_QUEUED"
-        ? `queued, position ${job.queuePosition || "?"}`
-        : `epoch ${cur} of ${total}`;
+    paintProgress();
     const row = (k, v) => (v || v === 0 ? [h("dt", {}, k), h("dd", {}, v)] : null);
     const best = job.bestMetricName ? job.bestMetrics?.[job.bestMetricName] : undefined;
     clear(
@@ -118,6 +111,21 @@ export async function renderJob({ main, match }) {
     if (!active && epochs.size) paintEpochs();
   }
 
+  function paintProgress() {
+    const spec = job.spec || {};
+    // the stream may be ahead of the last GetJob
+    const cur = Math.max(Number(job.currentEpoch || 0), epochs.size ? Math.max(...epochs.keys()) : 0);
+    const total = Number(job.totalEpochs || spec.epochs || 0);
+    progress.max = total || 1;
+    progress.value = cur;
+    progressText.textContent =
+      job.state === "JOB_STATE_QUEUED"
+        ? job.queuePosition
+          ? `queued, position ${job.queuePosition}`
+          : "queued, starting"
+        : `epoch ${cur} of ${total}`;
+  }
+
   async function refresh() {
     clearTimeout(pollTimer);
     try {
@@ -166,6 +174,7 @@ export async function renderJob({ main, match }) {
     const ended = job && !ACTIVE.has(job.state) && list.length;
     chartSet.update(list, ended ? list.at(-1).epoch : planned);
     charts.dataset.epochs = String(list.length);
+    if (job) paintProgress();
     chartStatus.textContent = list.length
       ? `${list.length} epoch${list.length > 1 ? "s" : ""} received${list.at(-1).etaSeconds && ACTIVE.has(job?.state) ? `; about ${Math.round(list.at(-1).etaSeconds)} s left` : ""}.`
       : "Waiting for the first epoch…";

@@ -11,6 +11,11 @@ export function stateBadge(state) {
   return h("span", { class: `badge state-${s}`, dataset: { state: s } }, s);
 }
 
+/** "#3" in the queue, or "starting" once a worker picked it (position 0). */
+export function queueText(job) {
+  return job.queuePosition ? `#${job.queuePosition}` : "starting";
+}
+
 export function jobHref(name) {
   const [, fw, , id] = name.split("/");
   return `#/jobs/${fw}/${id}`;
@@ -67,7 +72,7 @@ export function renderJobs({ main }) {
         h("progress", { max: total || 1, value: cur, "aria-label": `Epoch ${cur} of ${total}` }),
         ` ${cur}/${total}`,
       ),
-      h("td", { class: "num" }, job.state === "JOB_STATE_QUEUED" ? `#${job.queuePosition || "?"}` : ""),
+      h("td", { class: "num" }, job.state === "JOB_STATE_QUEUED" ? queueText(job) : ""),
       h("td", {}, best !== undefined ? `${job.bestMetricName} ${Number(best).toFixed(3)}` : "", h("div", { class: "muted" }, formatTime(job.createTime))),
     );
   }
