@@ -102,7 +102,7 @@ def test_newcomer_errors_name_what_exists(stack) -> None:  # type: ignore[no-unt
 
     other = cli("train", "geo", "--model", "resnet18", "--framework", "ultralytics")
     assert other.code == 4
-    assert "resnet18 is not a ultralytics model: it belongs to timm" in other.stderr
+    assert "the ultralytics trainer has no resnet18: it belongs to timm" in other.stderr
     other = cli("train", "geo", "--model", "yolo11n-seg", "--framework", "timm")
     assert "it belongs to ultralytics" in other.stderr
 

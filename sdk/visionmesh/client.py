@@ -329,7 +329,7 @@ class Mesh:
                 return framework
             if owners:
                 raise not_found(
-                    f"{model} is not a {framework} model: it belongs to {', '.join(owners)} "
+                    f"the {framework} trainer has no {model}: it belongs to {', '.join(owners)} "
                     f"(use --framework {owners[0]}, or leave --framework out)"
                 )
             if framework not in caps:

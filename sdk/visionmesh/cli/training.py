@@ -557,7 +557,9 @@ def _print_job(job: trainer_pb2.Job) -> None:
         ("split seed", f"{job.split_seed}" + (" (generated split)" if job.split_generated else "")),
     ]
     if job.best_epoch:
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(job.best_metrics.items()))
+        metrics = ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(job.best_metrics.items()) if k.startswith("val/")
+        )
         pairs.append(("best epoch", f"{job.best_epoch} by {job.best_metric_name}: {metrics}"))
     if job.resume_count:
         pairs.append(("resumed", str(job.resume_count)))
