@@ -459,8 +459,9 @@ names: [*f, *f]
         ("names: [a]\n# " + "x" * 1_100_000 + "\n", "data.yaml", "bytes"),
         ("names: [[cat, dog], bird]\n", "data.yaml:names[0]", "must be a string"),
         ('names: ["ca\\0t"]\n', "names[0].name", "control characters"),
+        ("names: " + "[" * 5000 + "]" * 5000 + "\n", "data.yaml", "nested deeper than 64"),
     ],
-    ids=["alias bomb", "too many aliases", "too big", "name is a list", "NUL in a name"],
+    ids=["alias bomb", "too many aliases", "too big", "name is a list", "NUL in a name", "deep"],
 )
 def test_data_yaml_is_loaded_with_bounds(
     tmp_path: Path, yaml_text: str, path: str, words: str

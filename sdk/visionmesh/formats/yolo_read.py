@@ -24,6 +24,7 @@ _TOLERANCE = 1e-6
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_ALIASES = 100
 MAX_YAML_VALUES = 200_000
+MAX_YAML_DEPTH = 64  # nesting; the YAML parser recurses, so deeper is refused up front
 MAX_CLASS_NAME = 256  # characters; also checked by validation for every format
 DARKNET_DATA = "obj.data"
 _SPLIT_KEYS = (("train", "train"), ("val", "val"), ("valid", "val"), ("test", "test"))
@@ -34,18 +35,26 @@ class YamlLimitError(ValueError):
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses more than MAX_YAML_ALIASES aliases."""
+    """yaml.SafeLoader that refuses more than MAX_YAML_ALIASES aliases and nesting deeper
+    than MAX_YAML_DEPTH."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
         self.alias_count = 0
+        self.depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             self.alias_count += 1
             if self.alias_count > MAX_YAML_ALIASES:
                 raise YamlLimitError(f"more than {MAX_YAML_ALIASES} YAML aliases")
-        return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise YamlLimitError(f"YAML nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _expanded_size(value: Any) -> int:
