@@ -495,6 +495,73 @@ def test_drop_images_on_the_upload_zone_and_keyboard_file_picker(browser, mesh):
     assert_offline(page)
 
 
+def test_gallery_draws_polygons_keypoints_and_skeleton(browser, mesh):
+    from tests._dataset import image_bytes
+
+    api = Api(mesh.url, user_name("pia"))
+    ds = api.post("/v1/datasets", {"displayName": "pose"})
+    ds = ds.get("dataset", ds)
+    files = [("files", ("train/p.png", image_bytes(80, 60, (90, 90, 90)), "image/png"))]
+    assert api.http.post(f"/v1/{ds['name']}/images:upload", files=files).status_code == 200
+    polygon = [10, 10, 40, 12, 30, 40, 12, 30]
+    keypoints = [20, 15, 2, 30, 25, 2, 25, 35, 1, 0, 0, 0]  # the last one is absent
+    doc = {
+        "images": [{"id": 1, "file_name": "train/p.png", "width": 80, "height": 60}],
+        "categories": [
+            {
+                "id": 1,
+                "name": "body",
+                "keypoints": ["head", "hip", "knee", "foot"],
+                "skeleton": [[1, 2], [2, 3], [3, 4]],
+            }
+        ],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [10, 10, 30, 30],
+                "area": 900,
+                "iscrowd": 0,
+                "segmentation": [polygon],
+                "keypoints": keypoints,
+                "num_keypoints": 3,
+            }
+        ],
+    }
+    content = base64.b64encode(json.dumps(doc).encode()).decode()
+    api.post(
+        f"/v1/{ds['name']}:importAnnotations",
+        {"files": [{"path": "annotations.json", "content": content}]},
+    )
+    page = signed_in_page(browser, mesh, api, f"/#/datasets/{ds['name'].split('/')[1]}")
+    page.wait_for_selector(".gallery[data-ready]")
+    overlay = page.locator(".tile[data-path='train/p.png'] svg.overlay")
+    assert overlay.get_attribute("viewBox") == "0 0 80 60"
+    shapes = overlay.evaluate(
+        """svg => ({
+            polygon: svg.querySelector('polygon').getAttribute('points'),
+            rect: ['x', 'y', 'width', 'height'].map(a => +svg.querySelector('rect').getAttribute(a)),
+            points: [...svg.querySelectorAll('circle.kp')].map(c => [+c.getAttribute('cx'),
+                +c.getAttribute('cy'), c.getAttribute('fill') === 'white' ? 1 : 2]),
+            bones: [...svg.querySelectorAll('line.bone')].map(l => ['x1', 'y1', 'x2', 'y2']
+                .map(a => +l.getAttribute(a))),
+        })"""
+    )
+    assert shapes["polygon"] == "10,10 40,12 30,40 12,30"
+    assert shapes["rect"] == [10, 10, 30, 30]
+    # three keypoints drawn (visible filled, occluded hollow), the absent one not
+    assert shapes["points"] == [[20, 15, 2], [30, 25, 2], [25, 35, 1]]
+    # the bones whose ends both exist: head-hip, hip-knee (knee-foot has no foot)
+    assert shapes["bones"] == [[20, 15, 30, 25], [30, 25, 25, 35]]
+    assert_accessible(page, "pose gallery")
+    page.locator(".tile[data-path='train/p.png'] button").click()
+    page.wait_for_selector("dialog[open] svg.overlay text")
+    assert page.text_content("dialog[open] svg.overlay text") == "body"
+    screenshot(page, "08b-pose-large")
+    assert_offline(page)
+
+
 # -- snapshots, compatibility, integrity, export ---------------------------------------------
 
 

@@ -16,7 +16,8 @@ export function indexDocument(doc) {
       name: c.name,
       color: classColor(c.id),
       keypoints: c.keypoints || [],
-      skeleton: c.skeleton || [],
+      // COCO writes pairs ([[1, 2], ...]); the protos flatten them: accept both
+      skeleton: (c.skeleton || []).flat().map(Number),
     });
   }
   const pathOf = new Map();
@@ -52,9 +53,11 @@ function polygonsOf(ann) {
 export function overlaySvg(width, height, items, categories, { labels = true } = {}) {
   const w = Number(width) || 1;
   const hgt = Number(height) || 1;
-  // strokes are drawn in screen pixels (vector-effect: non-scaling-stroke in the CSS)
-  const stroke = Math.max(1, Math.round(Math.max(w, hgt) / 200));
-  const fontSize = Math.max(9, Math.round(Math.max(w, hgt) / 40));
+  // lines are drawn in screen pixels (vector-effect: non-scaling-stroke in the CSS); text
+  // and keypoint dots scale with the image, so they keep their size relative to it
+  const side = Math.max(w, hgt);
+  const stroke = side / 250;
+  const fontSize = side / 30;
   const root = svg("svg", {
     class: "overlay",
     viewBox: `0 0 ${w} ${hgt}`,
@@ -112,7 +115,7 @@ export function overlaySvg(width, height, items, categories, { labels = true } =
               class: "kp",
               cx: k.x,
               cy: k.y,
-              r: stroke * 2,
+              r: side / 100,
               fill: k.v === 2 ? color : "white",
               "data-kp": String(i),
             }),
@@ -132,7 +135,7 @@ export function overlaySvg(width, height, items, categories, { labels = true } =
               y: Math.max(fontSize, anchor[1] - stroke),
               fill: color,
               stroke: "white",
-              "stroke-width": Math.max(1, fontSize / 6),
+              "stroke-width": fontSize / 6,
               "paint-order": "stroke",
               "font-size": fontSize,
               class: "ann-label",
