@@ -223,6 +223,12 @@ CATALOG = [
         "categories[1].name",
         "control",
     ),
+    (
+        "flat segmentation",
+        _set("annotations.0.segmentation", [1, 2, 11, 2, 11, 12]),
+        "annotations[0].segmentation",
+        "one flat list",
+    ),
     ("huge category name", _set("categories.1.name", "d" * 2_400_000), "categories[1].name", "256"),
     ("category name a list", _set("categories.1.name", ["dog"]), "categories[1].name", "string"),
 ]
@@ -254,6 +260,21 @@ def test_keypoint_category_without_names_but_a_skeleton_reads() -> None:
     assert result.ok, [str(p) for p in result.errors]
     doc["categories"][0]["skeleton"] = [[0, "x"]]
     assert [p.path for p in read_doc(doc).errors] == ["categories[0].skeleton[0]"]
+
+
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [(w, f) for w in ("images", "categories", "annotations") for f in ("id", "width", "name",
+     "split", "sha256", "image_id", "category_id", "bbox", "segmentation", "area", "iscrowd",
+     "keypoints", "skeleton")],
+)  # fmt: skip
+def test_values_nested_a_thousand_deep_are_problems_not_exceptions(where: str, field: str) -> None:
+    """Messages show values through a bounded repr; unhashable ids are reported, not raised."""
+    doc = base_doc()
+    doc[where][0][field] = "DEEP"
+    text = json.dumps(doc).replace('"DEEP"', "[" * 1020 + "]" * 1020)
+    result = read_doc(text)  # must not raise
+    assert all(len(str(p)) < 400 for p in result.problems)
 
 
 def test_json_nested_deeper_than_the_bound_is_a_problem_not_an_exception() -> None:

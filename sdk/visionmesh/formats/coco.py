@@ -14,7 +14,7 @@ from .fastjson import MARKER_BASE, PolygonTable
 from .geometry import annotation_area, bbox_of_annotation
 from .model import BACKGROUND, Annotation, Category, Dataset, Image
 from .paths import NO_SPLIT, split_name
-from .problems import ProblemList
+from .problems import ProblemList, show
 
 _DATASET_INFO_KEYS = ("storage_info", "task_type", "description", "info", "licenses", "type")
 # Keys the model has fields for (or derives): everything else is kept in ``extra``.
@@ -96,7 +96,9 @@ def normalize_split(value: Any, path: str, problems: ProblemList) -> str:
         return ""
     split = split_name(value) if isinstance(value, str) else ""
     if not split:
-        problems.warning(path, f"unknown split {value!r} (expected train, val or test); ignored")
+        problems.warning(
+            path, f"unknown split {show(value)} (expected train, val or test); ignored"
+        )
         return ""
     return split
 
@@ -289,7 +291,7 @@ def merge_datasets(parts: list[tuple[str, Dataset]], problems: ProblemList) -> D
             elif seen.name != c.name:
                 problems.error(
                     c.origin or name,
-                    f"category id {c.id} is {c.name!r} here but {seen.name!r} in {seen.origin}",
+                    f"category id {c.id} is {show(c.name)} here but {show(seen.name)} in {seen.origin}",
                 )
         merged.images.extend(ds.images)
         merged.annotations.extend(ds.annotations)

@@ -20,7 +20,7 @@ import posixpath
 from typing import Any
 
 from .model import Annotation, Category, Dataset, Image
-from .problems import ProblemList
+from .problems import ProblemList, show
 
 KINDS = (
     "instances",
@@ -63,7 +63,7 @@ def _merge_category(merged: Category, other: Category, problems: ProblemList) ->
     if merged.name != other.name:
         problems.error(
             other.origin or "",
-            f"category id {other.id} is {other.name!r} here but {merged.name!r} in {merged.origin}",
+            f"category id {other.id} is {show(other.name)} here but {show(merged.name)} in {merged.origin}",
         )
         return
     if other.keypoints and not merged.keypoints:

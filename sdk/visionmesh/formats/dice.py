@@ -12,7 +12,7 @@ from typing import Any
 from .coco import ANNOTATION_KEYS, extra_keys, parse_categories, parse_image
 from .fastjson import PolygonTable
 from .model import BACKGROUND, Annotation, Dataset
-from .problems import ProblemList
+from .problems import ProblemList, show
 
 _BBOX_FORMATS = ("xywh", "xyxy")
 
@@ -42,7 +42,7 @@ def _annotation(
     if "image_id" in raw and raw["image_id"] != image_id:
         problems.error(
             path + ".image_id",
-            f"image_id {raw['image_id']!r} differs from the enclosing image's id {image_id!r}",
+            f"image_id {show(raw['image_id'])} differs from the enclosing image's id {show(image_id)}",
         )
     category = raw.get("class_id", raw.get("category_id"))
     bbox = raw.get("bbox")
@@ -51,7 +51,7 @@ def _annotation(
         if fmt not in _BBOX_FORMATS:
             problems.error(
                 path + ".bbox_format",
-                f"unknown bbox_format {fmt!r}; expected one of {', '.join(_BBOX_FORMATS)}",
+                f"unknown bbox_format {show(fmt)}; expected one of {', '.join(_BBOX_FORMATS)}",
             )
         elif fmt == "xyxy" and type(bbox) is list and len(bbox) == 4:
             try:
@@ -107,13 +107,13 @@ def parse_dice_nested(
     if v1:
         version = doc.get("format_version")
         if not str(version).startswith("1"):
-            problems.warning("format_version", f"format_version {version!r} read as 1.0")
+            problems.warning("format_version", f"format_version {show(version)} read as 1.0")
         if doc.get("task_type"):
             ds.info["task_type"] = doc["task_type"]
         if isinstance(doc.get("task_type"), str) and "caption" in doc["task_type"].lower():
             problems.error(
                 "task_type",
-                f"task_type {doc['task_type']!r}: captions are not annotations any trainer "
+                f"task_type {show(doc['task_type'])}: captions are not annotations any trainer "
                 "here uses (classification, detection, segmentation, pose)",
             )
             return ds

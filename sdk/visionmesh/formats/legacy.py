@@ -16,7 +16,7 @@ from typing import Any
 from .fastjson import json_loads
 from .model import Annotation, Category, Dataset, Image
 from .paths import NO_SPLIT, split_name
-from .problems import ProblemList
+from .problems import ProblemList, show
 from .source import Source
 
 LABEL_MAP = "label_map.json"
@@ -74,7 +74,7 @@ def _pairs_from_summary(
             continue
         label, cut = _relative_to_source(label_path, files)
         if label is None:
-            problems.error(origin + ".label_path", f"label file {label_path!r} not found")
+            problems.error(origin + ".label_path", f"label file {show(label_path)} not found")
             continue
         norm_img = img_path.replace("\\", "/")
         if cut and norm_img.startswith(cut + "/"):
@@ -82,7 +82,7 @@ def _pairs_from_summary(
         else:
             image, _ = _relative_to_source(norm_img, images)
         if image is None or image not in images:
-            problems.error(origin + ".img_path", f"image {img_path!r} not found")
+            problems.error(origin + ".img_path", f"image {show(img_path)} not found")
             continue
         out.append((label, image, origin))
     return out
@@ -216,7 +216,7 @@ def _read_label(
     split_raw = doc.get("split") or ""
     split = split_name(str(split_raw))
     if str(split_raw).strip().lower() not in NO_SPLIT and not split:
-        problems.warning(f"{label}:split", f"unknown split {split_raw!r}; ignored")
+        problems.warning(f"{label}:split", f"unknown split {show(split_raw)}; ignored")
     image = Image(
         len(ds.images) + 1,
         image_path,
@@ -238,7 +238,7 @@ def _read_label(
             continue
         name = shape.get("label")
         if name not in by_name:
-            problems.error(where + ".label", f"label {name!r} is not a class of {classes_file}")
+            problems.error(where + ".label", f"label {show(name)} is not a class of {classes_file}")
             continue
         kind, points = shape.get("shape_type"), shape.get("points") or []
         ann = Annotation(len(ds.annotations) + 1, image.id, by_name[name], origin=where)
@@ -259,7 +259,7 @@ def _read_label(
                 continue
         else:
             problems.warning(
-                where + ".shape_type", f"shape type {kind!r} is not supported; dropped"
+                where + ".shape_type", f"shape type {show(kind)} is not supported; dropped"
             )
             continue
         ds.annotations.append(ann)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import posixpath
 import re
 
+from .problems import show
+
 SPLIT_NAMES = {
     "train": "train",
     "training": "train",
@@ -57,10 +59,10 @@ def check_relative(path: object) -> tuple[str, str | None, bool]:
     if norm != path:
         note = "backslashes in the file name were read as '/'"
     if norm.startswith("/") or _DRIVE.match(norm):
-        return norm, f"absolute path {path!r}; file names must be relative to the dataset", True
+        return norm, f"absolute path {show(path)}; file names must be relative to the dataset", True
     parts = [p for p in norm.split("/") if p not in ("", ".")]
     if ".." in parts:
-        return norm, f"{path!r} climbs out of the dataset with '..'", True
+        return norm, f"{show(path)} climbs out of the dataset with '..'", True
     return "/".join(parts), note, False
 
 

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 80, 80
+
+
+def show(value: object) -> str:
+    """A repr for messages, bounded in length and depth whatever the input (a value nested
+    a thousand deep would make ``repr`` recurse past Python's limit)."""
+    return _REPR.repr(value)
+
 
 ERROR = "error"
 WARNING = "warning"

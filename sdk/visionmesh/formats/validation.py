@@ -16,7 +16,7 @@ import numpy as np
 
 from .model import BACKGROUND, Dataset, Image
 from .paths import check_relative
-from .problems import Problem, ProblemList
+from .problems import Problem, ProblemList, show
 from .source import Source
 
 # Boxes and polygons may overhang the image by this many pixels (rounding in annotation
@@ -34,6 +34,14 @@ def _at(origin: str, field: str) -> str:
 
 def _is_int(value: object) -> bool:
     return type(value) is int
+
+
+def _key(value: object) -> object:
+    """``value`` when it can be a dict key, else a stand-in that matches nothing."""
+    return value if type(value) in (int, float, str, bool, type(None)) else _UNHASHABLE
+
+
+_UNHASHABLE = object()
 
 
 def validate(
@@ -68,7 +76,7 @@ def _check_categories(dataset: Dataset, problems: ProblemList) -> dict[int, int]
     for i, c in enumerate(dataset.categories):
         p = c.origin or f"categories[{i}]"
         if not _is_int(c.id) or c.id < 0:
-            problems.error(_at(p, "id"), f"category id {c.id!r} must be a non-negative integer")
+            problems.error(_at(p, "id"), f"category id {show(c.id)} must be a non-negative integer")
         elif c.id in seen:
             problems.error(_at(p, "id"), f"duplicate category id {c.id} (also {seen[c.id]})")
         else:
@@ -83,10 +91,13 @@ def _check_categories(dataset: Dataset, problems: ProblemList) -> dict[int, int]
             )
         elif any(ch < " " or "\x7f" <= ch < "\xa0" for ch in c.name):
             problems.error(
-                _at(p, "name"), f"category name {c.name!r} has control characters (NUL, newline...)"
+                _at(p, "name"),
+                f"category name {show(c.name)} has control characters (NUL, newline...)",
             )
         elif c.name in names:
-            problems.warning(_at(p, "name"), f"category name {c.name!r} is also {names[c.name]}")
+            problems.warning(
+                _at(p, "name"), f"category name {show(c.name)} is also {names[c.name]}"
+            )
         else:
             names[c.name] = p
         if any(not isinstance(k, str) for k in c.keypoints):
@@ -120,7 +131,7 @@ def _check_images(dataset: Dataset, problems: ProblemList) -> dict[object, tuple
     for i, im in enumerate(dataset.images):
         p = im.origin or f"images[{i}]"
         if not _is_int(im.id) or im.id < 0:
-            problems.error(_at(p, "id"), f"image id {im.id!r} must be a non-negative integer")
+            problems.error(_at(p, "id"), f"image id {show(im.id)} must be a non-negative integer")
         elif im.id in where:
             problems.error(_at(p, "id"), f"duplicate image id {im.id} (also {where[im.id]})")
         else:
@@ -129,18 +140,22 @@ def _check_images(dataset: Dataset, problems: ProblemList) -> dict[object, tuple
         if message and is_error:
             problems.error(_at(p, "file_name"), message)
         elif norm in paths:
-            problems.error(_at(p, "file_name"), f"{norm!r} is listed twice (also {paths[norm]})")
+            problems.error(
+                _at(p, "file_name"), f"{show(norm)} is listed twice (also {paths[norm]})"
+            )
         else:
             paths[norm] = p
         ok = True
         for field, value in (("width", im.width), ("height", im.height)):
             if not _is_int(value) or value <= 0:
-                problems.error(_at(p, field), f"{field} {value!r} must be a positive integer")
+                problems.error(_at(p, field), f"{field} {show(value)} must be a positive integer")
                 ok = False
-        if im.id not in sizes:
-            sizes[im.id] = (im.width, im.height) if ok else None
+        if _key(im.id) not in sizes:
+            sizes[_key(im.id)] = (im.width, im.height) if ok else None
+        if not isinstance(im.sha256, str):
+            problems.error(_at(p, "sha256"), f"sha256 {show(im.sha256)} must be a hex string")
         if im.split not in ("", "train", "val", "test"):
-            problems.error(_at(p, "split"), f"split {im.split!r} must be train, val or test")
+            problems.error(_at(p, "split"), f"split {show(im.split)} must be train, val or test")
     return sizes
 
 
@@ -203,10 +218,10 @@ def _screen(
     cat_ids = [a.category_id for a in anns]
     known_images = {k for k, v in sizes.items() if v is not None}
     for column, known in ((image_ids, known_images), (cat_ids, set(categories) - background)):
-        if not set(column) <= known:
-            flagged.update(i for i, v in enumerate(column) if v not in known)
+        if not set(map(_key, column)) <= known:
+            flagged.update(i for i, v in enumerate(column) if _key(v) not in known)
     crowd = [a.iscrowd for a in anns]
-    if not set(crowd) <= {0, 1}:
+    if not set(map(_key, crowd)) <= {0, 1}:
         flagged.update(i for i, v in enumerate(crowd) if v not in (0, 1))
     areas = [a.area for a in anns]
     if not set(map(type, areas)) <= {int, float, type(None)}:
@@ -231,7 +246,9 @@ def _screen_polygons(anns: list) -> set[int]:
     if set(map(type, segs)) == {list}:
         polys = list(chain.from_iterable(segs))
         kinds = set(map(type, polys))
-        lengths = np.fromiter(map(len, polys), dtype=np.int64, count=len(polys)) if polys else None
+        lengths = None
+        if polys and kinds <= {list, np.ndarray}:
+            lengths = np.fromiter(map(len, polys), dtype=np.int64, count=len(polys))
         shapes_ok = lengths is not None and lengths.min() >= 6 and not (lengths & 1).any()
         if shapes_ok and kinds == {np.ndarray}:
             bases = {id(p.base): p.base for p in polys}
@@ -287,7 +304,7 @@ def _screen_polygon_bounds(anns: list, image_ids: list, sizes: dict) -> set[int]
     lows = np.minimum.reduceat(pts, starts, axis=0)
     highs = np.maximum.reduceat(pts, starts, axis=0)
     unknown = (np.inf, np.inf)
-    wh_rows = np.asarray([sizes.get(image_ids[i]) or unknown for i in rows], dtype=np.float64)
+    wh_rows = np.asarray([sizes.get(_key(image_ids[i])) or unknown for i in rows], dtype=np.float64)
     wh = np.repeat(wh_rows, per_row, axis=0)
     if not even.all():
         wh = wh[even]
@@ -308,7 +325,9 @@ def _screen_boxes(anns: list, image_ids: list, sizes: dict) -> set[int]:
         return set(rows)
     b = np.fromiter(chain.from_iterable(boxes), dtype=np.float64, count=4 * len(boxes))
     b = b.reshape(-1, 4)
-    wh = np.asarray([sizes.get(image_ids[i]) or (np.inf, np.inf) for i in rows], dtype=np.float64)
+    wh = np.asarray(
+        [sizes.get(_key(image_ids[i])) or (np.inf, np.inf) for i in rows], dtype=np.float64
+    )
     tol = BBOX_TOLERANCE
     ok = (
         np.isfinite(b).all(axis=1)
@@ -370,13 +389,13 @@ def _check_annotation(
     p = a.origin or f"annotations[{i}]"
     aid = a.id
     if not _is_int(aid) or aid < 0:
-        problems.error(_at(p, "id"), f"annotation id {aid!r} must be a non-negative integer")
-    size = sizes.get(a.image_id)
-    if size is None and a.image_id not in sizes:
-        problems.error(_at(p, "image_id"), f"image id {a.image_id!r} does not exist")
+        problems.error(_at(p, "id"), f"annotation id {show(aid)} must be a non-negative integer")
+    size = sizes.get(_key(a.image_id))
+    if size is None and _key(a.image_id) not in sizes:
+        problems.error(_at(p, "image_id"), f"image id {show(a.image_id)} does not exist")
     cid = a.category_id
-    if cid not in categories:
-        problems.error(_at(p, "category_id"), f"category id {cid!r} does not exist")
+    if _key(cid) not in categories:
+        problems.error(_at(p, "category_id"), f"category id {show(cid)} does not exist")
     b = a.bbox
     if b is not None:
         message = _bbox_problem(b, size, BBOX_TOLERANCE)
@@ -386,14 +405,14 @@ def _check_annotation(
         _check_polygons(a.segmentation, p, problems, size)
     kp = a.keypoints
     if kp is not None:
-        _check_keypoints(kp, categories.get(cid, 0), p, problems)
+        _check_keypoints(kp, categories.get(_key(cid), 0), p, problems)
     if a.iscrowd not in (0, 1):
-        problems.error(_at(p, "iscrowd"), f"iscrowd {a.iscrowd!r} must be 0 or 1")
+        problems.error(_at(p, "iscrowd"), f"iscrowd {show(a.iscrowd)} must be 0 or 1")
     if a.area is not None and (
         type(a.area) not in (int, float) or not a.area >= 0 or a.area == math.inf
     ):
-        problems.error(_at(p, "area"), f"area {a.area!r} must be a non-negative number")
-    if cid in background and (b is not None or a.segmentation or kp):
+        problems.error(_at(p, "area"), f"area {show(a.area)} must be a non-negative number")
+    if _key(cid) in background and (b is not None or a.segmentation or kp):
         problems.warning(
             p, "a __background__ annotation marks a negative image; its geometry is ignored"
         )
@@ -408,15 +427,15 @@ def _bbox_problem(b: object, size: tuple[int, int] | None, tol: float) -> str | 
         if not all(type(v) in (int, float) for v in b):
             raise TypeError
     except TypeError:
-        return f"bbox {b!r} must be 4 numbers [x, y, width, height]"
+        return f"bbox {show(b)} must be 4 numbers [x, y, width, height]"
     if total != total or total in (math.inf, -math.inf):
-        return f"bbox {b!r} has non-finite numbers"
+        return f"bbox {show(b)} has non-finite numbers"
     if w <= 0 or h <= 0:
-        return f"bbox {b!r} has width or height <= 0"
+        return f"bbox {show(b)} has width or height <= 0"
     if size is not None:
         width, height = size
         if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
-            return f"bbox {b!r} extends outside the {width}x{height} image"
+            return f"bbox {show(b)} extends outside the {width}x{height} image"
     return None
 
 
@@ -425,6 +444,13 @@ def _check_polygons(
 ) -> None:
     if type(polygons) is not list:
         problems.error(_at(p, "segmentation"), "segmentation must be a list of polygons")
+        return
+    if polygons and all(type(v) in (int, float) for v in polygons):
+        problems.error(
+            _at(p, "segmentation"),
+            "segmentation is one flat list of numbers; COCO wants a list of polygons "
+            "[[x1, y1, x2, y2, ...]]",
+        )
         return
     for k, poly in enumerate(polygons):
         where = _at(p, f"segmentation[{k}]")
@@ -502,7 +528,7 @@ def _check_files(dataset: Dataset, source: Source, problems: ProblemList) -> Non
                 hint = " (swapped: the EXIF orientation rotates this image)"
             problems.error(
                 _at(p, "width"),
-                f"width x height {im.width}x{im.height} disagree with the image file's "
+                f"width x height {show(im.width)}x{show(im.height)} disagree with the image file's "
                 f"{size[0]}x{size[1]}{hint}",
             )
 
@@ -515,7 +541,8 @@ def _check_duplicates(dataset: Dataset, source: Source, problems: ProblemList) -
             continue
         key = source.image_byte_size(im.path)
         if key is None:
-            key = ("sha256", im.sha256 or source.image_sha256(im.path))
+            given = im.sha256 if isinstance(im.sha256, str) else ""
+            key = ("sha256", given or source.image_sha256(im.path))
             if key[1] is None:
                 continue
         by_size[key].append((i, im))
@@ -525,7 +552,9 @@ def _check_duplicates(dataset: Dataset, source: Source, problems: ProblemList) -
         group.sort(key=lambda item: (len(item[1].path), item[1].path))  # shortest = original
         first_by_hash: dict[str, tuple[int, Image]] = {}
         for i, im in group:
-            digest = im.sha256 or source.image_sha256(im.path)
+            digest = (im.sha256 if isinstance(im.sha256, str) else "") or source.image_sha256(
+                im.path
+            )
             if digest is None:
                 continue
             im.sha256 = digest

@@ -15,7 +15,7 @@ import yaml
 
 from .model import Annotation, Category, Dataset, Image
 from .paths import split_from_path, yolo_label_candidates
-from .problems import ProblemList
+from .problems import ProblemList, show
 from .source import Source
 
 _TOLERANCE = 1e-6
@@ -159,7 +159,7 @@ def load_darknet_data(source: Source, path: str, problems: ProblemList) -> dict[
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            problems.warning(f"{path}:{line_no}", f"not a 'key = value' line: {line!r}")
+            problems.warning(f"{path}:{line_no}", f"not a 'key = value' line: {show(line)}")
             continue
         cfg[key.strip()] = value.strip()
     return cfg
@@ -278,7 +278,7 @@ def listed_splits(
         if listed is None:
             problems.warning(
                 f"{cfg_path}:{key}",
-                f"{entry!r} is not in the dataset; those images take the split their "
+                f"{show(entry)} is not in the dataset; those images take the split their "
                 "folder names, if any",
             )
             continue
@@ -301,11 +301,11 @@ def _parse_lines(
         try:
             values = [float(t) for t in tokens]
         except ValueError:
-            problems.error(where, f"not a number in {line!r}")
+            problems.error(where, f"not a number in {show(line)}")
             continue
         cls = values[0]
         if cls != int(cls) or cls < 0:
-            problems.error(where, f"class {tokens[0]!r} must be a non-negative integer")
+            problems.error(where, f"class {show(tokens[0])} must be a non-negative integer")
             continue
         key = " ".join(tokens)
         if key in seen:
