@@ -385,6 +385,9 @@ YOLO_CATALOG = [
         "not a number",
     ),
     ("not normalized", "0 0.5 0.5 1.2 0.2\n", None, "labels/train/a.txt:1", "normalized"),
+    ("infinite class", "inf 0.5 0.5 0.2 0.2\n", None, "labels/train/a.txt:1", "non-negative"),
+    ("NaN class", "nan 0.5 0.5 0.2 0.2\n", None, "labels/train/a.txt:1", "non-negative"),
+    ("huge class", "99999999999 0.5 0.5 0.2 0.2\n", None, "labels/train/a.txt:1", "beyond 65535"),
     (
         "negative class",
         "-1 0.5 0.5 0.2 0.2\n",

@@ -8,6 +8,7 @@ caller, else data.yaml ``names``, else ``classes.txt``, else the class index.
 
 from __future__ import annotations
 
+import math
 import posixpath
 from typing import Any
 
@@ -25,7 +26,7 @@ MAX_YAML_BYTES = 1 << 20
 MAX_YAML_ALIASES = 100
 MAX_YAML_VALUES = 200_000
 MAX_YAML_DEPTH = 64  # nesting; the YAML parser recurses, so deeper is refused up front
-MAX_CLASS_NAME = 256  # characters; also checked by validation for every format
+MAX_CLASS_INDEX = 65_535  # YOLO class indices; every index below the largest gets a category
 DARKNET_DATA = "obj.data"
 _SPLIT_KEYS = (("train", "train"), ("val", "val"), ("valid", "val"), ("test", "test"))
 
@@ -304,8 +305,11 @@ def _parse_lines(
             problems.error(where, f"not a number in {show(line)}")
             continue
         cls = values[0]
-        if cls != int(cls) or cls < 0:
+        if not math.isfinite(cls) or cls != int(cls) or cls < 0:
             problems.error(where, f"class {show(tokens[0])} must be a non-negative integer")
+            continue
+        if cls > MAX_CLASS_INDEX:
+            problems.error(where, f"class {show(tokens[0])} is beyond {MAX_CLASS_INDEX}")
             continue
         key = " ".join(tokens)
         if key in seen:
