@@ -6,13 +6,15 @@ a health summary to build), then starts the floor in the same run: a minimal grp
 SQLite lookup per call on a copy of the same catalog file. Both sides get the same client
 (a channel that sends the caller's token; the floor ignores it). Each side is measured with 1
 client (sequential calls: p50/p90) and 16 clients (threads with a channel each, for a fixed
-time: total calls/s and p50), alternating sides, best of ``--rounds``.
+time: total calls/s and p50). The sides alternate throughout (1-client calls in batches of
+25, 16-client runs of ``--seconds`` each, ``--rounds`` per side), so both meet the same
+background load; calls/s is all calls over all time of a side's runs.
 
 The last line is JSON: ``ours``/``peer`` (p50 seconds of GetDataset from one client),
 ``ratio`` = ours/peer (goal <= 2), ``throughput_ratio`` (ours/peer calls/s, GetDataset with
 16 clients; goal >= 0.5), and every figure per method and client count.
 
-    python bench/latency.py [--calls 400] [--seconds 3] [--rounds 2] [--clients 16]
+    python bench/latency.py [--calls 1000] [--seconds 1.5] [--rounds 4] [--clients 16]
 """
 
 from __future__ import annotations
@@ -211,23 +213,29 @@ def calls_for(stub: dataset_pb2_grpc.DatasetServiceStub, method: str, name: str)
     return lambda: stub.ListDatasets(request, timeout=30)
 
 
-def one_client(make_stub, method: str, name: str, calls: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    call = calls_for(make_stub(), method, name)
-    for _ in range(min(50, calls)):
-        call()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return {"p50": statistics.median(times), "p90": times[int(len(times) * 0.9)]}
+def one_client(makers: dict[str, object], method: str, name: str, calls: int) -> dict[str, dict]:  # type: ignore[type-arg]
+    """Sequential calls, the sides interleaved in batches of 25 (both see the same load)."""
+    sides = {side: calls_for(make(), method, name) for side, make in makers.items()}  # type: ignore[operator]
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    for call in sides.values():
+        for _ in range(50):
+            call()
+    for _ in range(max(1, calls // 25)):
+        for side, call in sides.items():
+            mine = times[side]
+            for _ in range(25):
+                t0 = time.perf_counter()
+                call()
+                mine.append(time.perf_counter() - t0)
+    result = {}
+    for side, xs in times.items():
+        xs.sort()
+        result[side] = {"p50": statistics.median(xs), "p90": xs[int(len(xs) * 0.9)]}
+    return result
 
 
-def many_clients(
-    make_stub, method: str, name: str, clients: int, seconds: float
-) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    calls = [calls_for(make_stub(), method, name) for _ in range(clients)]
+def many_clients(make, method: str, name: str, clients: int, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    calls = [calls_for(make(), method, name) for _ in range(clients)]
     for call in calls:
         call()
     barrier = threading.Barrier(clients + 1)
@@ -253,14 +261,16 @@ def many_clients(
         t.join()
     elapsed = time.perf_counter() - t0
     every = sorted(x for xs in latencies for x in xs)
-    return {"calls_per_second": len(every) / elapsed, "p50": statistics.median(every)}
+    return {"calls": len(every), "seconds": elapsed, "p50": statistics.median(every)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=400, help="sequential calls per 1-client run")
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each 16-client run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; best kept")
+    parser.add_argument("--calls", type=int, default=1000, help="sequential calls per side")
+    parser.add_argument("--seconds", type=float, default=1.5, help="length of each 16-client run")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="16-client runs per side, alternating"
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--floor", metavar="DB", help=argparse.SUPPRESS)
@@ -310,29 +320,29 @@ def main() -> int:
 
         # Both sides get the same client: a channel that sends the token (the floor ignores it).
         sides = {"ours": stub_maker(ours_addr, True), "peer": stub_maker(floor_addr, True)}
-        best: dict[str, dict[str, float]] = {}
-        for _ in range(max(1, args.rounds)):
-            for method in ("GetDataset", "ListDatasets"):
+        # Interleaved: 1-client batches alternate sides; 16-client windows alternate too
+        # (--rounds windows per side; calls/s = all calls / all time, p50 over all calls).
+        figures: dict[str, float] = {}
+        for method in ("GetDataset", "ListDatasets"):
+            single = one_client(sides, method, name, args.calls)
+            runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+            for _ in range(max(1, args.rounds)):
                 for side, make in sides.items():
-                    single = one_client(make, method, name, args.calls)
-                    multi = many_clients(make, method, name, args.clients, args.seconds)
-                    for key, value, better in (
-                        (f"{side}.{method}.1.p50", single["p50"], min),
-                        (f"{side}.{method}.1.p90", single["p90"], min),
-                        (f"{side}.{method}.{args.clients}.p50", multi["p50"], min),
-                        (
-                            f"{side}.{method}.{args.clients}.calls_per_second",
-                            multi["calls_per_second"],
-                            max,
-                        ),
-                    ):
-                        best.setdefault(key, {})["v"] = better(
-                            best.get(key, {}).get("v", value), value
-                        )
+                    runs[side].append(many_clients(make, method, name, args.clients, args.seconds))
                     for ch in channels:
                         ch.close()
                     channels.clear()
-        figures = {k: v["v"] for k, v in best.items()}
+            for side in sides:
+                figures[f"{side}.{method}.1.p50"] = single[side]["p50"]
+                figures[f"{side}.{method}.1.p90"] = single[side]["p90"]
+                total_calls = sum(r["calls"] for r in runs[side])
+                total_seconds = sum(r["seconds"] for r in runs[side])
+                figures[f"{side}.{method}.{args.clients}.calls_per_second"] = (
+                    total_calls / total_seconds
+                )
+                figures[f"{side}.{method}.{args.clients}.p50"] = statistics.median(
+                    r["p50"] for r in runs[side]
+                )
         n = args.clients
         per_method = {}
         for method in ("GetDataset", "ListDatasets"):

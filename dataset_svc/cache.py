@@ -110,8 +110,9 @@ class DatasetStatsCache:
         self._stats: LRU[Any] = LRU(size)
 
     @staticmethod
-    def key(dataset_id: str, update_time: datetime, part: str) -> tuple[str, str, str]:
-        return (dataset_id, update_time.isoformat(), part)
+    def key(dataset_id: str, update_time: datetime | str, part: str) -> tuple[str, str, str]:
+        # str(): a datetime and SQLite's stored text of it give the same key.
+        return (dataset_id, str(update_time), part)
 
     def get(self, key: tuple[str, str, str]) -> Any | None:
         return self._stats.get(key)

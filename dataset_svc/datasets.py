@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Integer,
     Select,
     and_,
@@ -21,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from dataset_svc import cache, convert, filters, names, pagination
+from dataset_svc.catalog.db import PreparedQuery
 from dataset_svc.catalog.models import (
     Annotation,
     Category,
@@ -221,14 +223,16 @@ def _apply_filters(query: Select[Any], text: str) -> Select[Any]:
     return query
 
 
-_LIST_STATEMENTS: cache.LRU[Select[Any]] = cache.LRU(256)
+_LIST_STATEMENTS: cache.LRU[tuple[Select[Any], PreparedQuery]] = cache.LRU(256)
 
 
-def _list_statement(filter_text: str, order_by: str) -> Select[Any]:
+def _list_statement(
+    filter_text: str, order_by: str, engine: Engine
+) -> tuple[Select[Any], PreparedQuery]:
     """The page query of a (filter, order_by), built once: caller, offset and limit bound."""
-    key = (filter_text, order_by)
-    statement = _LIST_STATEMENTS.get(key)
-    if statement is None:
+    key = (filter_text, order_by, engine)
+    found = _LIST_STATEMENTS.get(key)
+    if found is None:
         base = (
             select(Dataset.__table__, User.username.label("owner_username"))
             .join(User, User.id == Dataset.owner_id)
@@ -241,8 +245,9 @@ def _list_statement(filter_text: str, order_by: str) -> Select[Any]:
             .offset(bindparam("offset", type_=Integer))
             .limit(bindparam("limit", type_=Integer))
         )
-        _LIST_STATEMENTS.put(key, statement)
-    return statement
+        found = (statement, PreparedQuery(statement, engine))
+        _LIST_STATEMENTS.put(key, found)
+    return found
 
 
 def list_visible(
@@ -250,15 +255,19 @@ def list_visible(
 ) -> dataset_pb2.ListDatasetsResponse:
     """One Core query for the page and the total (a window count), summaries from the cache."""
     page = pagination.page(request.page_size, request.page_token, request.filter, request.order_by)
-    statement = _list_statement(request.filter, request.order_by)
+    engine = db.engine if isinstance(db, Connection) else db.get_bind()
+    statement, prepared = _list_statement(request.filter, request.order_by, engine)
     params = {"caller_id": user.id, "offset": page.offset, "limit": page.size}
-    rows = db.execute(statement, params).all()
+    if isinstance(db, Connection):  # rows as stored; processed only when not cached
+        rows = prepared.all_unprocessed(db, params)
+    else:
+        rows = list(db.execute(statement, params).all())
     if rows:
         total = rows[0].total_size
     else:  # past the end (or nothing at all): the window had no row to carry the count
         counted = statement.with_only_columns(func.count()).order_by(None).offset(None).limit(None)
         total = db.scalar(counted, {"caller_id": user.id}) or 0
-    messages = to_messages(db, [(d, d.owner_username) for d in rows])
+    messages = to_messages(db, [(d, d.owner_username) for d in rows], materialize=prepared.process)
     return dataset_pb2.ListDatasetsResponse(
         datasets=messages,
         next_page_token=page.next_token(len(rows), total),
@@ -347,17 +356,20 @@ def to_messages(
     rows: Sequence[tuple[Any, str]],
     *,
     with_health: bool = False,
+    materialize: Callable[[Any], Any] | None = None,
 ) -> list[dataset_pb2.Dataset]:
     """Dataset messages of catalog rows. Built messages are cached too: every field comes
-    from the row, its owner and its summaries, all of which change with ``update_time``."""
+    from the row, its owner and its summaries, all of which change with ``update_time``.
+    ``materialize`` turns a row as stored into a processed one, for the rows not cached."""
     part = "message+health" if with_health else "message"
     keys = [cache.stats.key(d.id, d.update_time, f"{part}:{owner}") for d, owner in rows]
     messages: list[dataset_pb2.Dataset | None] = [cache.stats.get(k) for k in keys]
     todo = [i for i, m in enumerate(messages) if m is None]
     if todo:
-        summaries = _summaries(session, [rows[i][0] for i in todo])
+        built = {i: materialize(rows[i][0]) if materialize else rows[i][0] for i in todo}
+        summaries = _summaries(session, list(built.values()))
         for i in todo:
-            d, owner = rows[i]
+            d, owner = built[i], rows[i][1]
             (images, annotations, total_bytes), categories = summaries[d.id]
             message = convert.dataset(
                 d,

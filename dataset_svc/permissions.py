@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, bindparam, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, bindparam, or_, select
 from sqlalchemy.orm import Session
 
+from dataset_svc.catalog.db import PreparedQuery
 from dataset_svc.catalog.models import Dataset, User
 from dataset_svc.errors import not_found, permission_denied
 from visionmesh.v1 import common_pb2
@@ -61,12 +62,16 @@ _READABLE_ROW = (
     .join(User, User.id == Dataset.owner_id)
     .where(Dataset.id == bindparam("dataset_id"))
 )
+_prepared: dict[Engine, PreparedQuery] = {}
 
 
-def readable_row(connection: Connection, user: User, dataset_id: str) -> Row[Any]:
+def readable_row(connection: Connection, user: User, dataset_id: str) -> Any:
     """:func:`readable_dataset` for read-only handlers on a plain connection: the dataset's
     columns and its owner's ``owner_username`` in one Core query."""
-    row = connection.execute(_READABLE_ROW, {"dataset_id": dataset_id}).first()
+    query = _prepared.get(connection.engine)
+    if query is None:
+        query = _prepared[connection.engine] = PreparedQuery(_READABLE_ROW, connection.engine)
+    row = query.first(connection, {"dataset_id": dataset_id})
     if row is None or not can_read(user, row):  # type: ignore[arg-type]
         raise _not_found(dataset_id)
     return row

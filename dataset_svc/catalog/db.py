@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import namedtuple
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, update
+from sqlalchemy import Connection, Engine, Select, create_engine, event, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -121,6 +123,73 @@ class Catalog:
             with contextlib.suppress(Exception):
                 connection.close()
         self.engine.dispose()
+
+
+class PreparedQuery:
+    """A Core SELECT compiled once, run on a reader connection's DBAPI cursor.
+
+    For a read RPC that runs one small query per call (GetDataset's dataset row): on SQLite
+    about 20 µs instead of SQLAlchemy's 90 µs per execute, which is most of what such a
+    call costs. Values go through the columns' own result processors, so rows hold what a
+    Core query returns (datetimes, bools), as named tuples. Only SQLite's driver, which
+    opens no transaction for a SELECT, takes this path; other backends run the statement
+    through SQLAlchemy as usual.
+    """
+
+    def __init__(self, statement: Select[Any], engine: Engine) -> None:
+        self.statement = statement
+        dialect = engine.dialect
+        self.raw = dialect.name == "sqlite" and dialect.positional
+        self.compiled = statement.compile(dialect=dialect)
+        self.sql = self.compiled.string
+        self.binds = list(self.compiled.positiontup or [])
+        self.bind_processors = dict(self.compiled._bind_processors)
+        columns = list(statement.selected_columns)
+        self.row_type = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
+        self.processors = [c.type._cached_result_processor(dialect, None) for c in columns]
+
+    def _run(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
+        values = self.compiled.construct_params(params)
+        args = []
+        for name in self.binds:
+            value = values[name]
+            process = self.bind_processors.get(name)
+            args.append(value if process is None else process(value))
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            return cursor.execute(self.sql, args).fetchall()
+        finally:
+            cursor.close()
+
+    def _row(self, found: Any) -> Any:
+        return self.row_type(
+            *(
+                value if fn is None else fn(value)
+                for fn, value in zip(self.processors, found, strict=True)
+            )
+        )
+
+    def first(self, connection: Connection, params: dict[str, Any]) -> Any | None:
+        if not self.raw:
+            return connection.execute(self.statement, params).first()
+        found = self._run(connection, params)
+        return self._row(found[0]) if found else None
+
+    def all(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
+        if not self.raw:
+            return list(connection.execute(self.statement, params).all())
+        return [self._row(found) for found in self._run(connection, params)]
+
+    def all_unprocessed(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
+        """Rows as the driver returned them (SQLite: datetimes as text); :meth:`process`
+        makes one what :meth:`all` would have returned. For rows mostly served from a cache
+        keyed by their raw values."""
+        if not self.raw:
+            return list(connection.execute(self.statement, params).all())
+        return [self.row_type(*found) for found in self._run(connection, params)]
+
+    def process(self, row: Any) -> Any:
+        return self._row(row) if self.raw else row
 
 
 def lock_blob_references(session: Session) -> None:
