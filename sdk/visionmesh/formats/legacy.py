@@ -214,8 +214,8 @@ def _read_label(
         problems.error(label, "a label file must be a JSON object")
         return None
     split_raw = doc.get("split") or ""
-    split = split_name(str(split_raw))
-    if str(split_raw).strip().lower() not in NO_SPLIT and not split:
+    split = split_name(split_raw) if isinstance(split_raw, str) else ""
+    if not (isinstance(split_raw, str) and split_raw.strip().lower() in NO_SPLIT) and not split:
         problems.warning(f"{label}:split", f"unknown split {show(split_raw)}; ignored")
     image = Image(
         len(ds.images) + 1,
@@ -237,7 +237,7 @@ def _read_label(
             problems.error(where, "a shape must be an object")
             continue
         name = shape.get("label")
-        if name not in by_name:
+        if not isinstance(name, str) or name not in by_name:
             problems.error(where + ".label", f"label {show(name)} is not a class of {classes_file}")
             continue
         kind, points = shape.get("shape_type"), shape.get("points") or []
