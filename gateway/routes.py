@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
-from urllib.parse import unquote
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor as _descriptor
@@ -388,8 +387,8 @@ class Route:
                     json_format.ParseDict(nested, msg)
         except json_format.ParseError as exc:
             raise RequestError(str(exc)) from None
-        for field_path, raw in path_values.items():
-            set_path_field(msg, self._chains[field_path], unquote(raw), field_path)
+        for field_path, value in path_values.items():  # the ASGI path is already decoded
+            set_path_field(msg, self._chains[field_path], value, field_path)
         return msg
 
 

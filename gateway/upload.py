@@ -129,6 +129,13 @@ async def handle(gateway: Gateway, request: Request, route: Route, values: dict)
 
     method = route.method
     cls = method.request_class
+    fields = cls.DESCRIPTOR.fields_by_name
+    if not route.bound or not {"chunk", "chunks", "end"} <= set(fields):
+        return status_response(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{method.name} streams {cls.DESCRIPTOR.name} messages: over REST only uploads "
+            "shaped like UploadImagesRequest (header, chunk/chunks, end) are translated",
+        )
     try:
         boundary = _boundary(request.headers.get("content-type", ""))
         first = route.build_request(values, (), None)  # the path fills the header
