@@ -638,6 +638,11 @@ def test_snapshots_diff_compatibility_integrity_export(browser, mesh, tmp_path):
 # -- training ---------------------------------------------------------------------------------
 
 
+def job_hash(name: str) -> str:
+    _, framework, _, job = name.split("/")
+    return f"#/jobs/{framework}/{job}"
+
+
 def metrics_over_ndjson(api: Api, job: str) -> list[dict]:
     out = []
     with api.http.stream("GET", f"/v1/{job}:streamMetrics") as reply:
@@ -809,29 +814,26 @@ def test_chat_fills_the_form_training_charts_stop_early_weights_predict(browser,
     assert_accessible(page, "predict")
     screenshot(page, "17-predict")
 
-    # two more jobs: the second waits in the queue (position shown), then is cancelled
+    # two more jobs: the first stops at its deadline (FAILED, checkpoints kept), the second
+    # waits in the queue meanwhile (position shown) and is cancelled from its page
     jobs = []
-    for _ in range(2):
-        jobs.append(
-            api.post(
-                "/v1/trainers/ultralytics/jobs",
-                {
-                    "requestId": str(uuid.uuid4()),
-                    "spec": {
-                        "dataset": ds["name"],
-                        "taskType": "TASK_TYPE_OBJECT_DETECTION",
-                        "model": "yolo11n",
-                        "epochs": 200,
-                        "imageSize": 32,
-                        "batchSize": 4,
-                    },
-                },
-            )["job"]["name"]
+    for deadline in (5, 0):
+        spec = {
+            "dataset": ds["name"],
+            "taskType": "TASK_TYPE_OBJECT_DETECTION",
+            "model": "yolo11n",
+            "epochs": 200,
+            "imageSize": 32,
+            "batchSize": 4,
+            "maxDurationSeconds": deadline,
+        }
+        reply = api.post(
+            "/v1/trainers/ultralytics/jobs", {"requestId": str(uuid.uuid4()), "spec": spec}
         )
+        jobs.append(reply["job"]["name"])
     queued = api.get(f"/v1/{jobs[1]}")["job"]
     assert queued["state"] == "JOB_STATE_QUEUED" and queued["queuePosition"] == 1
 
-    # the jobs list shows every job: finished with its progress, queued with its position
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Jobs").click()
     waiting = page.locator(f"#jobs-table tr[data-name='{jobs[1]}']")
     waiting.wait_for()
@@ -845,7 +847,22 @@ def test_chat_fills_the_form_training_charts_stop_early_weights_predict(browser,
     page.locator("dialog[open]").get_by_role("button", name="Cancel the job").click()
     page.wait_for_selector("#job-state [data-state=cancelled]")
     assert api.get(f"/v1/{jobs[1]}")["job"]["state"] == "JOB_STATE_CANCELLED"
+    assert page.get_by_role("button", name="Resume").is_disabled()
+
+    # the deadline job: FAILED with its reason and weights; Resume continues it
+    page.goto(f"/{job_hash(jobs[0])}")
+    page.wait_for_selector("#job-state [data-state=failed]", timeout=240_000)
+    failed = api.get(f"/v1/{jobs[0]}")["job"]
+    assert failed["error"] in page.inner_text("main")
+    page.wait_for_selector("#checkpoints [data-file='last.pt']")
+    page.get_by_role("button", name="Resume").click()
+    page.wait_for_selector(
+        "#job-state :is([data-state=queued], [data-state=preparing], [data-state=running])"
+    )
+    resumed = api.get(f"/v1/{jobs[0]}")["job"]
+    assert resumed["state"] != "JOB_STATE_FAILED"
     api.post(f"/v1/{jobs[0]}:cancel", {})
+    page.wait_for_selector("#job-state [data-state=cancelled]", timeout=60_000)
 
     # the jobs list shows it, finished, with its progress
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Jobs").click()
