@@ -109,6 +109,11 @@ def test_create_list_get_update_delete(server, cli: Cli) -> None:  # type: ignor
     assert any(" birds " in line and " private " in line for line in table[1:])
     listed = {d["display_name"] for d in cli("datasets", "list", "--json").json()["datasets"]}
     assert {"birds", "fish"} <= listed
+    server.user("hank-neighbour").create_dataset("their-public", visibility=2)
+    everyone = {d["display_name"] for d in cli("datasets", "list", "--json").json()["datasets"]}
+    assert "their-public" in everyone
+    mine = cli("datasets", "list", "--mine", "--json").json()["datasets"]
+    assert {d["owner"] for d in mine} == {f"users/{me}"}
 
     got = cli("datasets", "get", "birds", "--json").json()
     assert got["description"] == "garden birds"
