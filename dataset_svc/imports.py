@@ -35,6 +35,7 @@ FORMAT_HINTS = {
 }
 MAX_VIOLATIONS = 100
 MAX_CATEGORY_NAME = 255  # the catalog's column
+MAX_EXTRA_DEPTH = 32  # extra category fields are stored as JSON; keypoints/skeleton need 2
 CATEGORY_KEYS = {"id", "name", "supercategory"}
 
 
@@ -103,10 +104,33 @@ def _check_class_names(request: dataset_pb2.ImportAnnotationsRequest) -> None:
         raise invalid_fields(f"bad class name: {problems[0][0]} {problems[0][1]}", problems)
 
 
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists/dicts deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _check_categories(categories: list[dict[str, Any]]) -> None:
-    """Category names as the catalog stores them: bounded, no control characters."""
+    """Category names as the catalog stores them: bounded, no control characters; other
+    fields (keypoints, skeleton, anything else kept) nested at most MAX_EXTRA_DEPTH deep."""
     problems = []
     for i, c in enumerate(categories):
+        for key, value in c.items():
+            if key not in CATEGORY_KEYS and _too_deep(value, MAX_EXTRA_DEPTH):
+                problems.append(
+                    (f"categories[{i}].{key}", f"nested deeper than {MAX_EXTRA_DEPTH} levels")
+                )
         for key in ("name", "supercategory"):
             value = c.get(key) or ""
             if not isinstance(value, str):

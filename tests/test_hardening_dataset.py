@@ -161,6 +161,14 @@ def test_deeply_nested_json_import_is_an_invalid_argument(server):
                 lambda c=content: alice.datasets.ImportAnnotations(import_request(ds.name, c))
             )
             assert bad_request_fields(err), err.details()
+    # Shallow enough for the reader, too deep to store: a category's extra field.
+    for depth in (100, 1000):
+        template = coco([{"id": 1, "name": "a", "x": "X"}], ["a.png"])
+        doc = template.replace(b'"X"', b"[" * depth + b"]" * depth)
+        fields = field_of(
+            lambda d=doc: alice.datasets.ImportAnnotations(import_request(ds.name, d))
+        )
+        assert "categories[0].x" in fields, fields
     assert (
         alice.datasets.GetDataset(D.GetDatasetRequest(name=ds.name)).dataset.annotation_count == 0
     )
