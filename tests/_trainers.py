@@ -515,9 +515,16 @@ class _FakeCompat(compatibility_pb2_grpc.CompatibilityServiceServicer):
     def CheckCompatibility(self, request: Any, context: Any) -> Any:
         from visionmesh.v1 import compatibility_pb2
 
-        _caller(context)
-        snap = self.fake.snapshots[request.dataset]
-        doc = json.loads(self.fake.store.get_bytes(snap["manifest_key"]))
+        user = _caller(context)
+        self.fake.calls.append(("CheckCompatibility", request.dataset))
+        snap = self.fake.snapshots.get(request.dataset)
+        if snap is not None:
+            doc = json.loads(self.fake.store.get_bytes(snap["manifest_key"]))
+        else:  # the dataset itself (its head), as the real service allows
+            dataset = self.fake.datasets.get(request.dataset)
+            if dataset is None or dataset["owner"] != user:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"dataset {request.dataset} not found")
+            doc = dataset["document"]
         field, alt, what = self.NEEDS.get(request.task_type, ("-", None, "?"))
         ok = any(a.get(field) or (alt and a.get(alt)) for a in doc["annotations"])
         task = common_pb2.TaskType.Name(request.task_type)

@@ -264,7 +264,7 @@ def test_1000_open_streams_leave_both_servers_responsive_and_idle(mesh):
             before = [cpu_seconds(p) for p in pids]
             await asyncio.sleep(3)
             used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
-            assert max(used) < 0.3, f"CPU seconds in 3 s with 1,000 idle streams: {used}"
+            assert max(used) < 0.03, f"CPU seconds in 3 s with 1,000 idle streams: {used}"
             print(f"\n1000 streams opened in {took:.1f}s; server CPU over 3 s idle: {used}")
 
             # the users are at their limits: one more of either kind is refused, with reasons

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -193,6 +194,32 @@ class JobContext(Protocol):
         """Append a line to the job's log (StreamLogs)."""
 
 
+def check_value(h: Hyperparameter, raw: str, field: str) -> None:
+    """SpecError (on ``field``) unless ``raw`` fits ``h``'s type, min/max and choices."""
+    value = raw.strip()
+    what = f"{field} ({h.name})"
+    if h.type in ("int", "float"):
+        try:
+            number = int(value) if h.type == "int" else float(value)
+        except ValueError:
+            raise SpecError(field, f"{what} must be {_article(h.type)}, not {raw!r}") from None
+        if not math.isfinite(number):
+            raise SpecError(field, f"{what} must be a finite number, not {raw!r}")
+        low = float(h.min_value) if h.min_value else -math.inf
+        high = float(h.max_value) if h.max_value else math.inf
+        if not low <= number <= high:
+            bounds = f"[{h.min_value or '-inf'}, {h.max_value or 'inf'}]"
+            raise SpecError(field, f"{what} must be within {bounds}, not {raw!r}")
+    elif h.type == "bool" and value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise SpecError(field, f"{what} must be true or false, not {raw!r}")
+    if h.choices and value not in h.choices and value.lower() not in h.choices:
+        raise SpecError(field, f"{what} must be one of {', '.join(h.choices)}, not {raw!r}")
+
+
+def _article(kind: str) -> str:
+    return {"int": "an integer", "float": "a number"}.get(kind, kind)
+
+
 class FrameworkAdapter(abc.ABC):
     """One framework. Subclasses live in trainers/<framework>/adapter.py."""
 
@@ -241,33 +268,27 @@ class FrameworkAdapter(abc.ABC):
 
         Known keys are the ``extra=True`` entries of :meth:`hyperparameters`.
         """
+        known = {h.name for h in self.hyperparameters() if h.extra}
+        for key in extra:
+            if key not in known:
+                raise SpecError(
+                    f"spec.extra[{key}]",
+                    f"unknown extra option {key!r}; known: {', '.join(sorted(known))}",
+                )
+        self.check_extra_values(extra)
+
+    def check_extra_values(self, extra: Mapping[str, str]) -> None:
+        """Raise SpecError for a value of a declared ``extra`` key that its type, bounds or
+        choices refuse (``momentum=abc``, ``workers=-5``); undeclared keys pass untouched.
+
+        The runtime calls it for every adapter at StartTraining; :meth:`check_extra` also
+        refuses undeclared keys.
+        """
         known = {h.name: h for h in self.hyperparameters() if h.extra}
         for key, raw in extra.items():
-            field = f"spec.extra[{key}]"
             h = known.get(key)
-            if h is None:
-                raise SpecError(
-                    field, f"unknown extra option {key!r}; known: {', '.join(sorted(known))}"
-                )
-            value = str(raw).strip()
-            if h.type in ("int", "float"):
-                try:
-                    number = int(value) if h.type == "int" else float(value)
-                except ValueError:
-                    raise SpecError(
-                        field, f"extra {key!r} must be an {h.type}, not {raw!r}"
-                    ) from None
-                if (h.min_value and number < float(h.min_value)) or (
-                    h.max_value and number > float(h.max_value)
-                ):
-                    raise SpecError(
-                        field,
-                        f"extra {key!r} must be within [{h.min_value}, {h.max_value or 'inf'}]",
-                    )
-            elif h.type == "bool" and value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise SpecError(field, f"extra {key!r} must be true or false, not {raw!r}")
-            if h.choices and value.lower() not in h.choices:
-                raise SpecError(field, f"extra {key!r} must be one of {', '.join(h.choices)}")
+            if h is not None:
+                check_value(h, str(raw), f"spec.extra[{key}]")
 
     # -- after training (optional; child processes only) --------------------------------------
     def export(

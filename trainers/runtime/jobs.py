@@ -9,6 +9,13 @@ object store, and on start picks up the jobs a previous process left PREPARING/R
 Limits from the environment: ``VISIONMESH_TRAINER_MAX_JOBS`` (jobs running at once, default
 1) and ``VISIONMESH_TRAINER_QUEUE`` (queued jobs, default 16; beyond it StartTraining answers
 RESOURCE_EXHAUSTED).
+
+Local files: a cancelled job's work folder and predict cache are removed when it ends. The
+dataset cache (``trainer-cache``, see :mod:`trainers.runtime.prepare`) is swept when any job
+ends and every few minutes: a prepared dataset no job uses goes once its snapshot is gone
+from the store (dataset or snapshot deleted), at once when only cancelled jobs used it, and
+otherwise after ``VISIONMESH_TRAINER_CACHE_KEEP_SECONDS`` (default 3600) without a job, so a
+rerun on the same data soon after downloads nothing; images nothing links to go with it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainers.runtime import records
+from trainers.runtime import prepare, records
 from trainers.runtime.adapter import FrameworkAdapter, TrainSpec
 from trainers.runtime.records import JobRecord
 from visionmesh.store import KeyNotFound, ObjectStore
@@ -40,6 +49,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MAX_LOG_LINES = 20000
 LOG_FLUSH_SECONDS = 2.0
 CANCEL_GRACE_SECONDS = 5.0
+CACHE_SWEEP_SECONDS = 300.0
 
 
 class JobError(Exception):
@@ -77,6 +87,8 @@ class Job:
     run_started: float = 0.0
     max_epoch_seconds: float = 0.0
     prepared: dict[str, Any] = field(default_factory=dict)
+    # Streams of this job wait on it (shares the manager's lock; see JobManager.watch).
+    changed: threading.Condition | None = None
 
 
 class JobManager:
@@ -111,9 +123,13 @@ class JobManager:
         self.requests: dict[tuple[str, str], str] = {}
         self.pending_requests: dict[tuple[str, str], threading.Event] = {}
         self.draining = False
+        self.cache_keep_seconds = env_int("VISIONMESH_TRAINER_CACHE_KEEP_SECONDS", 3600, 0)
         self._stopped = threading.Event()
         self._scheduler: threading.Thread | None = None
         self._flusher: threading.Thread | None = None
+        self._wakeups: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._waker: threading.Thread | None = None
+        self._last_sweep = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -212,6 +228,7 @@ class JobManager:
             record.end_time = now
         self._persist(job)
         self.cond.notify_all()
+        self._news(job)
 
     # -- logs -----------------------------------------------------------------------------
     def _ensure_log(self, job: Job) -> list[str]:
@@ -231,6 +248,7 @@ class JobManager:
                 del lines[: len(lines) - MAX_LOG_LINES]
             job.log_dirty = True
             self.cond.notify_all()
+            self._news(job)
 
     def _flush_log(self, job: Job) -> None:
         with self.lock:
@@ -247,6 +265,8 @@ class JobManager:
     def _flush_logs(self) -> None:
         while not self._stopped.wait(LOG_FLUSH_SECONDS):
             self._flush_all_logs()
+            if time.monotonic() - self._last_sweep > CACHE_SWEEP_SECONDS:
+                self.sweep_cache()
 
     def _flush_all_logs(self) -> None:
         with self.lock:
@@ -344,6 +364,7 @@ class JobManager:
 
     # -- control --------------------------------------------------------------------------
     def cancel(self, job: Job, stop_early: bool) -> None:
+        ended = False
         with self.lock:
             state = job.record.state
             if state in records.TERMINAL:
@@ -358,15 +379,19 @@ class JobManager:
                     else:
                         self._set_state(job, records.CANCELLED)
                         self._discard_checkpoints(job)
-                    return
-            if stop_early:
+                    ended = True
+            if not ended and stop_early:
                 job.record.stop_reason = "stop_early"
                 self._append_log(job, "[visionmesh] stop requested: ending after this epoch")
                 self._persist(job)
                 self._request_stop(job)
                 return
-            job.cancel_requested = True
-            self._append_log(job, "[visionmesh] cancel requested")
+            if not ended:
+                job.cancel_requested = True
+                self._append_log(job, "[visionmesh] cancel requested")
+        if ended:
+            self._after_end(job)
+            return
         self._kill(job, signal.SIGTERM)
         proc = job.proc
         if proc is not None:
@@ -432,6 +457,91 @@ class JobManager:
         job.record.checkpoints = []
         self._persist(job)
 
+    # -- streams waiting for news ---------------------------------------------------------
+    def watch(self, job: Job) -> threading.Condition:
+        """The condition a stream waits on (holding :attr:`lock`) for news of ``job``: its
+        state, epochs and log lines. Streams of other jobs are not woken by them."""
+        with self.lock:
+            if job.changed is None:
+                job.changed = threading.Condition(self.lock)
+            return job.changed
+
+    def _news(self, job: Job) -> None:
+        """Wake the streams of ``job`` (lock held)."""
+        if job.changed is not None:
+            job.changed.notify_all()
+
+    def wake(self, job: Job) -> None:
+        """Wake ``job``'s streams soon, from any thread without blocking (a gRPC callback
+        when a client goes away must not wait for the lock)."""
+        self._wakeups.put(job)
+        if self._waker is None:
+            with self.lock:
+                if self._waker is None:
+                    self._waker = threading.Thread(target=self._wake_loop, daemon=True)
+                    self._waker.name = "stream-waker"
+                    self._waker.start()
+
+    def _wake_loop(self) -> None:
+        while True:
+            batch = {id(job): job for job in [self._wakeups.get()]}
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 1000:
+                    job = self._wakeups.get_nowait()
+                    batch[id(job)] = job
+            with self.lock:
+                for job in batch.values():
+                    self._news(job)
+
+    # -- local files ----------------------------------------------------------------------
+    def _after_end(self, job: Job) -> None:
+        """A job ended (lock not held): drop what a discarded job left on local disk, give
+        back its use of the dataset cache, and sweep the cache."""
+        record = job.record
+        if record.state not in records.TERMINAL:
+            return  # INTERRUPTED (draining): it resumes from here
+        cancelled = record.state == records.CANCELLED
+        if cancelled:
+            for folder in (
+                self.work_root / record.job_id,
+                self.cache_root / "predict" / record.job_id,
+            ):
+                shutil.rmtree(folder, ignore_errors=True)
+        path = job.prepared.get("path")
+        if path:
+            with contextlib.suppress(OSError):
+                prepare.release(
+                    self.cache_root, path, f"{self.framework}-{record.job_id}", kept=not cancelled
+                )
+        self.sweep_cache()
+
+    def sweep_cache(self) -> dict[str, int]:
+        """Remove stale prepared datasets and unlinked images (see the module docstring)."""
+        self._last_sweep = time.monotonic()
+
+        def manifest_exists(key: str) -> bool:
+            try:
+                return self.store.exists(key)
+            except Exception:  # the store is unreachable: keep the entry
+                return True
+
+        try:
+            removed = prepare.sweep_cache(
+                self.cache_root,
+                keep_seconds=self.cache_keep_seconds,
+                manifest_exists=manifest_exists,
+            )
+        except Exception:
+            log.exception("sweeping the dataset cache %s failed", self.cache_root)
+            return {}
+        if removed.get("prepared") or removed.get("images"):
+            log.info(
+                "dataset cache: removed %d prepared dataset(s), %d image(s)",
+                removed["prepared"],
+                removed["images"],
+            )
+        return removed
+
     # -- scheduling -----------------------------------------------------------------------
     def _schedule(self) -> None:
         while True:
@@ -479,6 +589,8 @@ class JobManager:
                 self.running.pop(record.job_id, None)
                 job.proc = None
                 self.cond.notify_all()
+                self._news(job)
+            self._after_end(job)
 
     def _run_child(self, job: Job) -> None:
         record = job.record
@@ -703,6 +815,7 @@ class JobManager:
                 )
                 self._persist(job)
                 self.cond.notify_all()
+                self._news(job)
             elif kind == "done":
                 job.done_event = event
             elif kind == "error":

@@ -10,6 +10,15 @@ Runs in the job's child process (never imports a framework). Under the cache roo
                           renamed into place, under a file lock so concurrent jobs build it once
 ``prepared/<key>/prepared.json``  what the job needs: class names and category ids in the
                           layout's index order, split counts, conversion, timings
+``in-use/<key>/<job>``    one marker per job using the prepared folder (made by the job while
+                          it prepares, removed by its trainer when it ends); ``last-used`` there
+                          is touched when a job whose results are kept ends on it
+
+Everything is private to the trainers' user: files 0400 once published, folders 0700 (0500
+when read-only). :func:`sweep_cache` removes prepared folders no job uses that are stale
+(their snapshot's manifest left the store, or no kept job used them for ``keep_seconds``)
+and every cached image no prepared folder links to; it never runs while a job prepares
+(``locks/cache.lock``: shared while preparing, exclusive while sweeping).
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ from typing import Any
 from visionmesh.store import KeyNotFound, ObjectStore, blob_key
 
 PREPARED_INFO = "prepared.json"
+LAST_USED = "last-used"
+STALE_TEMP_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -55,12 +66,17 @@ def _safe(text: str) -> str:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path, mode: int = fcntl.LOCK_EX) -> Iterator[bool]:
+    """Hold a flock on ``path`` (``mode`` | LOCK_NB yields False instead of waiting)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle.fileno(), mode)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
@@ -97,7 +113,7 @@ class BlobCache:
                     digest.update(chunk)
             if digest.hexdigest() != sha256:
                 raise PrepareError(f"image blob {key} is corrupt (its bytes hash differently)")
-            os.chmod(tmp, 0o444)
+            os.chmod(tmp, 0o400)
             os.replace(tmp, target)
             self.downloaded += 1
         finally:
@@ -111,10 +127,10 @@ def _make_read_only(root: Path) -> None:
         for name in filenames:
             path = Path(dirpath) / name
             if not path.is_symlink():
-                os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+                os.chmod(path, stat.S_IRUSR)
         for name in dirnames:
-            os.chmod(Path(dirpath) / name, 0o555)
-    os.chmod(root, 0o555)
+            os.chmod(Path(dirpath) / name, 0o500)
+    os.chmod(root, 0o500)
 
 
 def remove_tree(path: Path) -> None:
@@ -122,10 +138,10 @@ def remove_tree(path: Path) -> None:
     if not path.exists():
         return
     for dirpath, dirnames, _ in os.walk(path):
-        os.chmod(dirpath, 0o755)
+        os.chmod(dirpath, 0o700)
         for name in dirnames:
             with contextlib.suppress(OSError):
-                os.chmod(Path(dirpath) / name, 0o755)
+                os.chmod(Path(dirpath) / name, 0o700)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -147,13 +163,25 @@ def prepare_dataset(
     val_fraction: float,
     cache_root: Path,
     log: Any = print,
+    user: str = "",
 ) -> PreparedDataset:
-    """The prepared folder for this snapshot/layout/task/split, building it when absent."""
+    """The prepared folder for this snapshot/layout/task/split, building it when absent.
+
+    ``user`` (``<framework>-<job id>``) marks the folder in use until the trainer calls
+    :func:`release` for that job, so :func:`sweep_cache` leaves it alone meanwhile.
+    """
     started = time.monotonic()
     cache_root = Path(cache_root)
     key = prepared_key(snapshot, layout, task_type, split_seed, val_fraction)
     final = cache_root / "prepared" / key
-    with file_lock(cache_root / "locks" / f"{key}.lock"):
+    with (
+        file_lock(cache_root / "locks" / "cache.lock", fcntl.LOCK_SH),
+        file_lock(cache_root / "locks" / f"{key}.lock"),
+    ):
+        if user:
+            marker = cache_root / "in-use" / key / _safe(user)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
         info_path = final / PREPARED_INFO
         if info_path.is_file():
             info = json.loads(info_path.read_text())
@@ -185,6 +213,7 @@ def prepare_dataset(
             info["snapshot"] = snapshot
             info["layout"] = layout
             info["task_type"] = task_type
+            info["manifest_key"] = manifest_key
             (tmp / PREPARED_INFO).write_text(json.dumps(info, indent=1))
             _make_read_only(tmp)
             remove_tree(final)
@@ -211,3 +240,66 @@ def _result(path: Path, info: dict[str, Any], *, cached: bool, seconds: float) -
         downloaded_blobs=0 if cached else int(info.get("downloaded_blobs", 0)),
         seconds=seconds,
     )
+
+
+def release(cache_root: Path, prepared_path: str | Path, user: str, *, kept: bool) -> None:
+    """``user``'s job ended: drop its in-use marker; ``kept`` (its results stay) refreshes the
+    folder's last use, so a rerun on the same data soon after reuses it."""
+    folder = Path(cache_root) / "in-use" / Path(prepared_path).name
+    with contextlib.suppress(FileNotFoundError):
+        (folder / _safe(user)).unlink()
+    if kept and folder.is_dir():
+        (folder / LAST_USED).touch()
+
+
+def sweep_cache(
+    cache_root: Path,
+    *,
+    keep_seconds: float,
+    manifest_exists: Any,
+    now: float | None = None,
+) -> dict[str, int]:
+    """Remove prepared folders no job uses that are stale, then images nothing links to.
+
+    A folder is stale when ``manifest_exists(manifest_key)`` is False (its snapshot or
+    dataset was deleted), or when no job whose results were kept used it in the last
+    ``keep_seconds`` (folders only cancelled jobs used go at once). Returns counts; does
+    nothing (``{"busy": 1}``) while a job prepares.
+    """
+    cache_root = Path(cache_root)
+    now = time.time() if now is None else now
+    removed = {"prepared": 0, "images": 0}
+    prepared_root = cache_root / "prepared"
+    with file_lock(cache_root / "locks" / "cache.lock", fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
+        if not got:
+            return {"busy": 1}
+        for folder in sorted(prepared_root.iterdir()) if prepared_root.is_dir() else []:
+            if folder.name.startswith("."):  # a build that died half-way
+                if now - folder.stat().st_mtime > STALE_TEMP_SECONDS:
+                    remove_tree(folder)
+                continue
+            in_use = cache_root / "in-use" / folder.name
+            users = [p for p in in_use.iterdir() if p.name != LAST_USED] if in_use.is_dir() else []
+            if users:
+                continue
+            try:
+                info = json.loads((folder / PREPARED_INFO).read_text())
+            except (OSError, ValueError):
+                info = {}
+            manifest = str(info.get("manifest_key", ""))
+            last = in_use / LAST_USED
+            used = last.stat().st_mtime if last.exists() else 0.0
+            gone = bool(manifest) and not manifest_exists(manifest)
+            if gone or now - used >= keep_seconds:
+                remove_tree(folder)
+                shutil.rmtree(in_use, ignore_errors=True)
+                removed["prepared"] += 1
+        blobs = cache_root / "blobs"
+        for path in blobs.rglob("*") if blobs.is_dir() else []:
+            # prepared folders hard-link their images: a single link means nothing uses it
+            with contextlib.suppress(FileNotFoundError):
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                    path.unlink()
+                    removed["images"] += 1
+    return removed

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import io
 import logging
 import re
 import shutil
@@ -22,6 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -57,6 +59,10 @@ DATASET_RE = re.compile(r"^datasets/[^/]+$")
 SNAPSHOT_RE = re.compile(r"^datasets/[^/]+/snapshots/[^/]+$")
 DOWNLOAD_PIECE_BYTES = 1024 * 1024
 DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+PAGE_TOKEN_RE = re.compile(r"^[0-9]{1,9}$")
+# A waiting stream re-checks its job this often even without news (a safety net only:
+# changes and the client going away wake it at once).
+STREAM_RECHECK_SECONDS = 30.0
 TERMINAL_STATES = {
     trainer_pb2.JOB_STATE_SUCCEEDED,
     trainer_pb2.JOB_STATE_FAILED,
@@ -100,23 +106,64 @@ def handle_stream_errors(method: Callable[..., Iterator[Any]]) -> Callable[..., 
     return wrapper
 
 
+def gpu_names() -> list[str]:
+    """Names of the NVIDIA GPUs this machine has (nvidia-smi; else one per /dev/nvidiaN)."""
+    exe = shutil.which("nvidia-smi")
+    if exe:
+        try:
+            out = subprocess.run(
+                [exe, "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout
+            return [line.strip() for line in out.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError):
+            return []
+    nodes = [p for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit()]
+    return ["NVIDIA GPU"] * len(nodes)
+
+
 def detect_device() -> str:
     """The device text of GetCapabilities: ``cuda:0 (<GPU name>)`` via nvidia-smi, else ``cpu``."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return "cpu"
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "cpu"
-    names = [line.strip() for line in out.splitlines() if line.strip()]
+    names = gpu_names()
     return f"cuda:0 ({names[0]})" if names else "cpu"
+
+
+def check_image(data: bytes) -> None:
+    """JobError(INVALID_ARGUMENT, field ``image``) unless PIL reads ``data`` as a picture.
+
+    Runs in the server process before a prediction starts (or a model is loaded): a HEIC
+    photo without a plugin, a PDF or a truncated header never reaches the predictor.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            fmt, (width, height) = image.format, image.size
+            image.verify()
+    except UnidentifiedImageError:
+        head = data[4:12]
+        hint = (
+            " (it looks like HEIC/HEIF: convert it to JPEG or PNG first)"
+            if head[:4] == b"ftyp" and head[4:8] in (b"heic", b"heix", b"mif1", b"msf1", b"avif")
+            else ""
+        )
+        raise JobError(
+            "INVALID_ARGUMENT",
+            f"image ({len(data)} bytes) is not a picture this trainer can read{hint}; send "
+            "JPEG, PNG, BMP, GIF, TIFF or WebP bytes",
+            "image",
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise JobError("INVALID_ARGUMENT", f"image is too large: {exc}", "image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise JobError(
+            "INVALID_ARGUMENT", f"image is a damaged picture ({exc}); send it again", "image"
+        ) from None
+    if width <= 0 or height <= 0:
+        raise JobError("INVALID_ARGUMENT", f"image ({fmt}) has no pixels", "image")
 
 
 def _identity() -> tuple[str, str]:
@@ -214,6 +261,8 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         self.dataset = dataset
         self.predict_pool = predict_pool
         self.device = "cpu"
+        self.gpus = 0  # CUDA devices found (set with ``device`` by the detection thread)
+        self.device_known = threading.Event()
         self.ready = threading.Event()
         self._pretrained: tuple[float, set[str]] = (0.0, set())
 
@@ -376,10 +425,33 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             if not ok:
                 raise JobError("INVALID_ARGUMENT", f"{field}: {message}", field)
         try:
+            self.adapter.check_extra_values(dict(out.extra))
             self.adapter.check_spec(self.train_spec(out))
         except SpecError as exc:
             raise JobError("INVALID_ARGUMENT", exc.message, exc.field) from None
         return out
+
+    def check_device(self, device: str) -> None:
+        """FAILED_PRECONDITION when ``device`` asks for a GPU this trainer does not have."""
+        if not device.startswith("cuda"):
+            return
+        self.device_known.wait(15)  # nvidia-smi answers within its 10 s timeout
+        index = int(device.partition(":")[2] or 0)
+        if self.gpus == 0:
+            raise JobError(
+                "FAILED_PRECONDITION",
+                f"spec.device {device!r}: this {self.adapter.framework} trainer has no CUDA "
+                f"device (GetCapabilities.device is {self.device!r}); train with device 'cpu' "
+                "or leave it empty, or use a trainer that has a GPU",
+                "spec.device",
+            )
+        if index >= self.gpus:
+            raise JobError(
+                "FAILED_PRECONDITION",
+                f"spec.device {device!r}: this trainer has {self.gpus} GPU(s), "
+                f"cuda:0..cuda:{self.gpus - 1}",
+                "spec.device",
+            )
 
     @staticmethod
     def train_spec(spec: trainer_pb2.TrainingSpec) -> TrainSpec:
@@ -405,6 +477,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         self._check_parent(request.parent, allow_all=False)
         existing = manager.lookup_request(owner, request.request_id)
         if existing is not None:
+            self._check_same_spec(existing, request)
             return trainer_pb2.StartTrainingResponse(job=self._proto(existing))
         try:
             job = self._start(request, owner, token)
@@ -413,33 +486,64 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 manager.release_request(owner, request.request_id)
         return trainer_pb2.StartTrainingResponse(job=self._proto(job))
 
+    def _check_same_spec(self, existing: Job, request: Any) -> None:
+        """ALREADY_EXISTS when a request_id comes back with a spec other than its job's."""
+        try:
+            asked = json_format.MessageToDict(self.resolve_spec(request.spec))
+        except JobError:
+            asked = json_format.MessageToDict(request.spec)
+        first = existing.record.spec
+        if asked == first:
+            return
+        fields = sorted(k for k in set(asked) | set(first) if asked.get(k) != first.get(k))
+        raise JobError(
+            "ALREADY_EXISTS",
+            f"request_id {request.request_id!r} already started {existing.record.name} with "
+            f"another spec (differing: {', '.join(fields)}); send a new request_id to start "
+            "another job, or the original spec to get that job again",
+            "request_id",
+        )
+
     def _start(self, request: Any, owner: str, token: str) -> Job:
         manager = self._manager()
         spec = self.resolve_spec(request.spec)
         task = task_name(spec.task_type)
+        self.check_device(spec.device)
         init_key = self.start_weights(spec, task, owner)  # pretrained / init_from weights
         manager.check_capacity()
         if self.dataset is None:
             raise JobError("UNAVAILABLE", "no dataset service configured")
         job_id = manager.new_job_id()
         name = records.job_name(self.adapter.framework, job_id)
-        snapshot = self.dataset.snapshot(spec.dataset, f"training {name}", token)
-        report = self.dataset.check(
-            compatibility_pb2.CheckCompatibilityRequest(
-                dataset=snapshot.name,
-                task_type=spec.task_type,
-                split_seed=spec.split_seed,
-                val_fraction=spec.val_fraction,
-            ),
-            token,
-        )
-        if not report.compatible:
+
+        def check(dataset: str) -> Any:
+            return self.dataset.check(  # type: ignore[union-attr]
+                compatibility_pb2.CheckCompatibilityRequest(
+                    dataset=dataset,
+                    task_type=spec.task_type,
+                    split_seed=spec.split_seed,
+                    val_fraction=spec.val_fraction,
+                ),
+                token,
+            )
+
+        def refuse(dataset: str, report: Any, why: str = "") -> JobError:
             reasons = "; ".join(report.errors) or "no usable annotations"
-            raise JobError(
+            return JobError(
                 "FAILED_PRECONDITION",
-                f"{snapshot.name} cannot train {task}: {reasons}",
+                f"{dataset} cannot train {task}: {reasons}{why}",
                 "spec.task_type",
             )
+
+        # Checked before the snapshot, so a refused start leaves no automatic snapshot.
+        report = check(spec.dataset)
+        if not report.compatible:
+            raise refuse(spec.dataset, report)
+        snapshot = self.dataset.snapshot(spec.dataset, f"training {name}", token)
+        if snapshot.name != spec.dataset:  # a new snapshot: check exactly what will train
+            report = check(snapshot.name)
+            if not report.compatible:
+                raise refuse(snapshot.name, report, " (the dataset changed while starting)")
         manifest_key = (
             snapshot.manifest_key or self.dataset.get_snapshot(snapshot.name, token).manifest_key
         )
@@ -498,10 +602,14 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 jobs = [j for j in jobs if j.record.model == value]
         size = request.page_size if request.page_size > 0 else 50
         size = min(size, 1000)
-        try:
-            start = int(request.page_token or 0)
-        except ValueError:
-            raise JobError("INVALID_ARGUMENT", "bad page_token", "page_token") from None
+        if request.page_token and not PAGE_TOKEN_RE.match(request.page_token):
+            raise JobError(
+                "INVALID_ARGUMENT",
+                f"page_token {request.page_token[:40]!r} is not one this trainer issued: send "
+                "the next_page_token of the previous page, or none for the first page",
+                "page_token",
+            )
+        start = int(request.page_token or 0)
         page = jobs[start : start + size]
         token = str(start + size) if start + size < len(jobs) else ""
         return trainer_pb2.ListJobsResponse(
@@ -520,13 +628,23 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         self._manager().resume(job)
         return trainer_pb2.ResumeJobResponse(job=self._proto(job))
 
+    @staticmethod
+    def _follow(manager: JobManager, job: Job, context: grpc.ServicerContext) -> Any:
+        """The condition a stream of ``job`` waits on; the client going away wakes it, so an
+        idle stream sleeps without polling and ends as soon as its client leaves."""
+        changed = manager.watch(job)
+        if not context.add_callback(lambda: manager.wake(job)):
+            manager.wake(job)
+        return changed
+
     @handle_stream_errors
     def StreamMetrics(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
+        changed = self._follow(manager, job, context)
         sent: set[int] = set()
         while True:
-            with manager.cond:
+            with changed:
                 pending = [
                     m
                     for m in job.metrics
@@ -536,9 +654,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 if not pending:
                     if state in TERMINAL_STATES:
                         break
-                    manager.cond.wait(1.0)
                     if not context.is_active():
                         return
+                    changed.wait(STREAM_RECHECK_SECONDS)
                     continue
             for item in pending:
                 sent.add(item["epoch"])
@@ -551,9 +669,10 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
     def StreamLogs(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
+        changed = self._follow(manager, job, context)
         position = 0
         while True:
-            with manager.cond:
+            with changed:
                 lines = manager._ensure_log(job)
                 chunk = lines[position : position + 500]
                 ended = job.record.state in records.TERMINAL and job.record.job_id not in (
@@ -562,9 +681,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 if not chunk:
                     if ended or not request.follow:
                         return
-                    manager.cond.wait(1.0)
                     if not context.is_active():
                         return
+                    changed.wait(STREAM_RECHECK_SECONDS)
                     continue
                 position += len(chunk)
             yield trainer_pb2.StreamLogsResponse(lines=chunk)
@@ -575,6 +694,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         manager = self._manager()
         if not request.image:
             raise JobError("INVALID_ARGUMENT", "image is empty", "image")
+        check_image(request.image)
         which = (request.checkpoint or "best").removesuffix(".pt")
         if which not in ("best", "last") and not re.match(r"^epoch_\d+$", which):
             raise JobError(
@@ -609,7 +729,13 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             )
         except PredictError as exc:
             message = str(exc)
-            if "cannot identify image" in message or "UnidentifiedImageError" in message:
+            unreadable = (
+                "cannot identify image",
+                "UnidentifiedImageError",
+                "image file is truncated",
+                "broken data stream",
+            )
+            if any(text in message for text in unreadable):
                 raise JobError(
                     "INVALID_ARGUMENT", f"image is not a readable picture: {message}", "image"
                 ) from None
@@ -745,7 +871,12 @@ def build(
     interceptors = [auth.AuthInterceptor(_LazyVerifier(settings), public)]  # type: ignore[arg-type]
 
     def background() -> None:
-        servicer.device = detect_device()
+        try:
+            names = gpu_names()
+            servicer.gpus = len(names)
+            servicer.device = f"cuda:0 ({names[0]})" if names else "cpu"
+        finally:
+            servicer.device_known.set()
 
     def load() -> None:
         try:

@@ -271,6 +271,7 @@ def run(cfg: dict[str, Any], events: Events) -> int:
         val_fraction=float(cfg["val_fraction"]),
         cache_root=Path(cfg["cache_root"]),
         log=job.log,
+        user=f"{adapter.framework}-{job.job_id}",
     )
     events.send(
         "prepared",

@@ -90,6 +90,23 @@ DOCUMENTED_EXTRAS = (
     ("dropout", "float", "0.0", "dropout (classification)"),
     ("val", "bool", "true", "validate every epoch"),
 )
+# Bounds and choices of the documented extras: StartTraining refuses other values up front.
+EXTRA_LIMITS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "optimizer": (
+        "",
+        "",
+        ("SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSprop", "MuSGD", "auto"),
+    ),
+    "momentum": ("0", "1", ()),
+    "weight_decay": ("0", "", ()),
+    "warmup_epochs": ("0", "", ()),
+    "lrf": ("0", "1", ()),
+    "mosaic": ("0", "1", ()),
+    "close_mosaic": ("0", "", ()),
+    "fliplr": ("0", "1", ()),
+    "workers": ("0", "", ()),
+    "dropout": ("0", "1", ()),
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -139,7 +156,16 @@ class UltralyticsAdapter(FrameworkAdapter):
             Hyperparameter("pretrained", "bool", "false", "start from stored weights"),
         ]
         extras = [
-            Hyperparameter(name, kind, default, desc, extra=True)
+            Hyperparameter(
+                name,
+                kind,
+                default,
+                desc,
+                extra=True,
+                min_value=EXTRA_LIMITS.get(name, ("", "", ()))[0],
+                max_value=EXTRA_LIMITS.get(name, ("", "", ()))[1],
+                choices=EXTRA_LIMITS.get(name, ("", "", ()))[2],
+            )
             for name, kind, default, desc in DOCUMENTED_EXTRAS
         ]
         return typed + extras
