@@ -179,7 +179,14 @@ def touch(row: Dataset) -> None:
 def _parse_order(order_by: str) -> list[Any]:
     clauses: list[Any] = []
     text = order_by.strip() or "create_time desc"
-    for part in text.split(","):
+    parts = text.split(",")
+    if len(text) > 200 or len(parts) > len(ORDER_FIELDS):
+        raise invalid_argument(
+            f"order_by: at most {len(ORDER_FIELDS)} fields ({', '.join(ORDER_FIELDS)}), each once",
+            "order_by",
+        )
+    seen: set[str] = set()
+    for part in parts:
         words = part.split()
         if not words or len(words) > 2 or words[0] not in ORDER_FIELDS:
             raise invalid_argument(
@@ -187,6 +194,9 @@ def _parse_order(order_by: str) -> list[Any]:
                 f"{', '.join(ORDER_FIELDS)}, each optionally followed by desc",
                 "order_by",
             )
+        if words[0] in seen:
+            raise invalid_argument(f"order_by {order_by!r}: {words[0]} appears twice", "order_by")
+        seen.add(words[0])
         if len(words) == 2 and words[1].lower() not in ("asc", "desc"):
             raise invalid_argument(
                 f"order_by {order_by!r}: direction must be asc or desc", "order_by"

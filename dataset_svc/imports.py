@@ -35,6 +35,7 @@ FORMAT_HINTS = {
 }
 MAX_VIOLATIONS = 100
 MAX_CATEGORY_NAME = 255  # the catalog's column
+MAX_ID = 2**63 - 1  # category ids are stored as 64-bit integers
 MAX_EXTRA_DEPTH = 32  # extra category fields are stored as JSON; keypoints/skeleton need 2
 CATEGORY_KEYS = {"id", "name", "supercategory"}
 
@@ -126,6 +127,8 @@ def _check_categories(categories: list[dict[str, Any]]) -> None:
     fields (keypoints, skeleton, anything else kept) nested at most MAX_EXTRA_DEPTH deep."""
     problems = []
     for i, c in enumerate(categories):
+        if not 0 <= c.get("id", 0) <= MAX_ID:
+            problems.append((f"categories[{i}].id", f"must be between 0 and {MAX_ID}"))
         for key, value in c.items():
             if key not in CATEGORY_KEYS and _too_deep(value, MAX_EXTRA_DEPTH):
                 problems.append(

@@ -20,6 +20,7 @@ _DATASET = re.compile(rf"^datasets/({_ID})$")
 _IMAGE = re.compile(rf"^datasets/({_ID})/images/([0-9]{{1,19}})$")
 _SNAPSHOT = re.compile(rf"^datasets/({_ID})/snapshots/({_ID})$")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+MAX_ID = 2**63 - 1  # catalog ids are 64-bit
 
 
 def new_id(length: int = 12) -> str:
@@ -71,7 +72,12 @@ def parse_image(name: str, field: str = "name") -> tuple[str, int]:
             "datasets/{dataset_id}/images/{image_id}",
             field,
         )
-    return match.group(1), int(match.group(2))
+    image_id = int(match.group(2))
+    if image_id > MAX_ID:
+        raise invalid_argument(
+            f"{field} {name!r}: image id {image_id} is out of range (at most {MAX_ID})", field
+        )
+    return match.group(1), image_id
 
 
 def parse_snapshot(name: str, field: str = "name") -> tuple[str, str]:

@@ -149,6 +149,31 @@ def test_huge_filters_are_refused_up_front(server):
     assert [d.name for d in ok.datasets] == [ds.name]
 
 
+def test_out_of_range_numbers_and_long_orderings_are_invalid_arguments(server):
+    alice = server.user("alice")
+    ds = alice.create_dataset("ranges")
+    alice.upload(ds.name, {"a.png": image_bytes(8, 8)})
+    huge_id = f"{ds.name}/images/{2**64 - 1}"
+    assert "name" in field_of(
+        lambda: alice.datasets.GetImageUrl(D.GetImageUrlRequest(name=huge_id))
+    )
+    assert "images[0]" in field_of(
+        lambda: alice.datasets.DeleteImages(D.DeleteImagesRequest(parent=ds.name, images=[huge_id]))
+    )
+    for order_by in (",".join(["display_name"] * 5000), "display_name, display_name desc"):
+        assert "order_by" in field_of(
+            lambda o=order_by: alice.datasets.ListDatasets(D.ListDatasetsRequest(order_by=o))
+        )
+    for category_id in (2**63, 10**30):
+        doc = (
+            coco([{"id": 1, "name": "a"}], ["a.png"])
+            .replace(b'"id": 1, "name"', b'"id": %d, "name"' % category_id)
+            .replace(b'"category_id": 1', b'"category_id": %d' % category_id)
+        )
+        err = refused(lambda d=doc: alice.datasets.ImportAnnotations(import_request(ds.name, d)))
+        assert bad_request_fields(err), err.details()
+
+
 def test_deeply_nested_json_import_is_an_invalid_argument(server):
     alice = server.user("alice")
     ds = alice.create_dataset("deep")
