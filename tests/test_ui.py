@@ -682,6 +682,14 @@ def test_chat_fills_the_form_training_charts_stop_early_weights_predict(browser,
         shown = page.locator("select[name=model] option").evaluate_all("os => os.map(o => o.value)")
         want = [f"ultralytics/{m['name']}" for m in caps["models"] if task in m["taskTypes"]]
         assert shown == want
+    # choosing the dataset moves the task to one its boxes train natively
+    page.reload()
+    page.wait_for_selector("#train-form [data-field=epochs]")
+    page.get_by_label("Dataset").select_option(ds["name"])
+    page.wait_for_function(
+        "document.querySelector('select[name=task_type]').value === 'TASK_TYPE_OBJECT_DETECTION'"
+    )
+    page.wait_for_selector("#compat-line.ok-text")
     assert_accessible(page, "training form")
     screenshot(page, "12-train-form")
 

@@ -192,9 +192,32 @@ export async function renderTrain({ main, params }) {
     }
   }
 
-  task.addEventListener("change", () => paintModels(model.value));
+  let taskTouched = false;
+  task.addEventListener("change", (e) => {
+    if (e.isTrusted) taskTouched = true;
+    paintModels(model.value);
+  });
   model.addEventListener("change", paintModelInfo);
-  dataset.addEventListener("change", checkCompat);
+  // choosing a dataset moves the task to one it can train (native first) when the current
+  // one cannot be trained from its annotations
+  dataset.addEventListener("change", async () => {
+    const chosen = dataset.value;
+    checkCompat();
+    if (!chosen) return;
+    try {
+      const reports = (await get(`/v1/${chosen}:summarizeCompatibility`)).reports || [];
+      if (dataset.value !== chosen) return;
+      const ok = reports.filter((r) => r.compatible && tasksOffered.includes(r.taskType));
+      const current = ok.find((r) => r.taskType === task.value);
+      const best = ok.find((r) => r.conversion === "CONVERSION_NATIVE") || ok[0];
+      // keep a task the user chose if it works; else prefer one that converts nothing
+      if (!best || (current && (taskTouched || !current.lossy))) return;
+      task.value = best.taskType;
+      paintModels(model.value);
+    } catch {
+      /* the compatibility line says why */
+    }
+  });
 
   function specFromForm() {
     const c = currentCaps();
