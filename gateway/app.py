@@ -358,6 +358,15 @@ class Gateway:
                 state = orjson.loads(base64.urlsafe_b64decode(message.page_token.encode()))
                 if not isinstance(state, dict) or set(state) - set(frameworks):
                     raise ValueError(state)
+                for position in state.values():
+                    if position is not None and not (
+                        isinstance(position, list)
+                        and len(position) == 2
+                        and isinstance(position[0], str)
+                        and isinstance(position[1], int)
+                        and position[1] >= 0
+                    ):
+                        raise ValueError(position)
             except (ValueError, orjson.JSONDecodeError, TypeError):
                 return request_error_response(
                     RequestError("page_token is not one this gateway gave out", "page_token")
@@ -428,6 +437,10 @@ class Gateway:
                 return request_error_response(
                     RequestError(f"Last-Event-ID {last_id!r} is not a number", "Last-Event-ID")
                 )
+            if int(last_id) >= 2**31 - 1:
+                return request_error_response(
+                    RequestError(f"Last-Event-ID {last_id} is out of range", "Last-Event-ID")
+                )
             if resume is not None:
                 setattr(message, resume[0], max(getattr(message, resume[0]), int(last_id) + 1))
             else:
@@ -443,7 +456,7 @@ class Gateway:
         if method.http_body_response:
             return await self._bytes(call, first, method, message)
         if sse:
-            body = self._sse(call, first, resume, skip)
+            body = self._sse(call, first, resume, skip, str(int(last_id)) if last_id else "0")
             media = "text/event-stream"
         else:
             body = self._ndjson(call, first)
@@ -478,10 +491,16 @@ class Gateway:
             call.cancel()
 
     async def _sse(
-        self, call: Any, first: asyncio.Future, resume: tuple[str, tuple] | None, skip: int
+        self,
+        call: Any,
+        first: asyncio.Future,
+        resume: tuple[str, tuple] | None,
+        skip: int,
+        last: str,
     ) -> AsyncIterator[bytes]:
+        """Events with ids: the resume field's value (an epoch), kept by messages without one
+        (so a reconnect never goes back), else the message's position in the stream."""
         seq = 0
-        last = "0"
         yield b"retry: 2000\n\n"
         try:
             async for item in self._messages(call, first, keepalive=True):

@@ -486,6 +486,14 @@ def test_sse_reconnect_resumes_and_ndjson_replays(job):
         events = sse_events(reply.iter_lines())
     resumed = [json.loads(e["data"]) for e in events if e.get("data")]
     assert [m["metrics"]["epoch"] for m in resumed if "metrics" in m] == list(range(2, EPOCHS + 1))
+    with http.stream(
+        "GET", url, headers={"Accept": "text/event-stream", "Last-Event-ID": str(EPOCHS)}
+    ) as reply:
+        events = [e for e in sse_events(reply.iter_lines()) if e.get("data")]
+    assert events and all("metrics" not in json.loads(e["data"]) for e in events)
+    assert all(e["id"] == str(EPOCHS) for e in events)  # a state-only event never goes back
+    bad = http.get(url, headers={"Accept": "text/event-stream", "Last-Event-ID": "soon"})
+    assert bad.status_code == 400
     with http.stream("GET", url) as reply:  # no text/event-stream: NDJSON
         assert reply.headers["content-type"].startswith("application/x-ndjson")
         lines = [json.loads(line) for line in reply.iter_lines() if line.strip()]
@@ -597,6 +605,15 @@ def test_trainers_dash_merges_every_trainer_newest_first_across_pages(job):
     yolo_job = reply.json()["job"]["name"]
     assert yolo_job.startswith("trainers/ultralytics/jobs/")
     assert http.post(f"/v1/{yolo_job}:cancel", json={}).status_code == 200
+    reply = http.post(
+        "/v1/trainers/timm/jobs",
+        json={
+            "requestId": uuid.uuid4().hex,
+            "spec": {**TRAIN, "dataset": dataset, "taskType": "TASK_TYPE_IMAGE_CLASSIFICATION"},
+        },
+    )
+    assert reply.status_code == 200, reply.text
+    assert http.post(f"/v1/{reply.json()['job']['name']}:cancel", json={}).status_code == 200
     every = []
     for framework in ("timm", "ultralytics"):
         every += http.get(f"/v1/trainers/{framework}/jobs", params={"pageSize": 100}).json()["jobs"]
