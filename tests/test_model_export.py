@@ -54,6 +54,12 @@ def train(stub, dataset: str, task: str, model: str, **fields) -> trainer_pb2.Jo
     _, state = collect_metrics(stub, job.name, timeout=600)
     job = stub.GetJob(S.GetJobRequest(name=job.name), timeout=10).job
     assert state == S.JOB_STATE_SUCCEEDED, job.error
+    # every task family is evaluated at the end of its job, too
+    evaluation = stub.GetEvaluation(
+        S.GetEvaluationRequest(name=f"{job.name}/evaluation"), timeout=30
+    ).evaluation
+    assert len(evaluation.classes) == 3 and evaluation.confusion_matrix.rows
+    assert {p.filename for p in evaluation.pictures} >= {"confusion_matrix.png"}
     return job
 
 
@@ -144,9 +150,9 @@ def yolo_forward(checkpoint: bytes, tmp_path):
             out = model(x)
         if isinstance(out, (tuple, list)):
             first = out[0]
-            # segmentation: (boxes+mask coefficients, protos)
-            if isinstance(out[1], (tuple, list)) and len(out[1]) == 3:
-                return [first.numpy(), out[1][-1].numpy()]
+            # segmentation: ((boxes + mask coefficients, protos), raw outputs)
+            if isinstance(first, (tuple, list)):
+                return [t.numpy() for t in first]
             return [first.numpy()]
         return [out.numpy()]
 
