@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -241,6 +243,70 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
 
 
+class _Ticker:
+    """On a terminal: a status line under the table, redrawn twice a second (state, epoch
+    in progress, time since the last epoch), polling GetJob every few seconds."""
+
+    def __init__(self, stub: Any, job: trainer_pb2.Job) -> None:
+        import threading
+
+        self.stub = stub
+        self.job = job
+        self.enabled = sys.stderr.isatty() and sys.stdout.isatty()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.since = time.monotonic()
+        self.epoch = job.current_epoch
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Ticker:
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        if self.enabled:
+            self.thread.join(2)
+            self.clear()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+    def epoch_done(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.since = time.monotonic()
+
+    def _run(self) -> None:
+        polled = 0.0
+        while not self.stopping.wait(0.5):
+            if time.monotonic() - polled > 3:
+                polled = time.monotonic()
+                try:
+                    self.job = self.stub.GetJob(
+                        trainer_pb2.GetJobRequest(name=self.job.name), timeout=5
+                    ).job
+                except grpc.RpcError:
+                    pass
+            state = state_label(self.job.state)
+            total = self.job.total_epochs or self.job.spec.epochs
+            if self.job.state == trainer_pb2.JOB_STATE_RUNNING and total and self.epoch >= total:
+                status = "finishing"
+            elif self.job.state == trainer_pb2.JOB_STATE_RUNNING:
+                status = f"epoch {self.epoch + 1}/{total} running"
+            elif self.job.queue_position:
+                status = f"{state}, queue position {self.job.queue_position}"
+            else:
+                status = state
+            with self.lock:
+                sys.stderr.write(
+                    f"\r\x1b[K  {status} ... {human_seconds(time.monotonic() - self.since)}"
+                )
+                sys.stderr.flush()
+
+
 def follow(mesh: Mesh, job: trainer_pb2.Job, as_json: bool = False) -> int:
     """Print the job's epochs as they finish until it ends; Ctrl-C detaches."""
     framework = job.name.split("/")[1]
@@ -248,48 +314,44 @@ def follow(mesh: Mesh, job: trainer_pb2.Job, as_json: bool = False) -> int:
     task = job.spec.task_type
     columns: list[str] | None = None
     widths: list[int] = []
-    last_state = None
     out = sys.stdout
     if not as_json:
         print(f"following {job.name} ({job.spec.model}, {task_label(task)}); Ctrl-C detaches")
+    ticker = _Ticker(stub, job) if not as_json else None
     try:
-        for reply in mesh.trainer(framework).StreamMetrics(
-            trainer_pb2.StreamMetricsRequest(name=job.name), timeout=None
-        ):
-            if reply.state != last_state and not reply.HasField("metrics"):
-                last_state = reply.state
-                if not as_json:
-                    note(f"  state: {state_label(reply.state)}")
-            elif reply.state != last_state:
-                last_state = reply.state
-            if not reply.HasField("metrics"):
-                continue
-            m = reply.metrics
-            if as_json:
-                print_json_line({"state": state_label(reply.state), "metrics": to_dict(m)})
-                continue
-            if columns is None:
-                wanted = METRIC_COLUMNS.get(task, ())
-                columns = [c for c in wanted if c in m.values] or sorted(m.values)[:5]
-                header = ["epoch", *columns, "time", "eta", "best"]
-                widths = [7] + [max(len(h), 9) for h in header[1:]]
-                out.write(
-                    "  ".join(
-                        h.upper().ljust(w) for h, w in zip(header, widths, strict=True)
-                    ).rstrip()
-                    + "\n"
-                )
-            row = [
-                f"{m.epoch}/{m.epochs or job.spec.epochs}",
-                *(_fmt(m.values.get(c)) for c in columns),
-                f"{m.epoch_seconds:.1f}s",
-                human_seconds(m.eta_seconds),
-                "*" if m.is_best else "",
-            ]
-            out.write(
-                "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"
-            )
-            out.flush()
+        with ticker or contextlib.nullcontext():
+            for reply in stub.StreamMetrics(
+                trainer_pb2.StreamMetricsRequest(name=job.name), timeout=None
+            ):
+                if not reply.HasField("metrics"):
+                    continue
+                m = reply.metrics
+                if as_json:
+                    print_json_line({"state": state_label(reply.state), "metrics": to_dict(m)})
+                    continue
+                lines = []
+                if columns is None:
+                    wanted = METRIC_COLUMNS.get(task, ())
+                    columns = [c for c in wanted if c in m.values] or sorted(m.values)[:5]
+                    header = ["epoch", *columns, "time", "eta", "best"]
+                    widths = [7] + [max(len(h), 9) for h in header[1:]]
+                    lines.append(
+                        "  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True))
+                    )
+                row = [
+                    f"{m.epoch}/{m.epochs or job.spec.epochs}",
+                    *(_fmt(m.values.get(c)) for c in columns),
+                    f"{m.epoch_seconds:.1f}s",
+                    human_seconds(m.eta_seconds),
+                    "*" if m.is_best else "",
+                ]
+                lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+                with ticker.lock if ticker else contextlib.nullcontext():
+                    if ticker:
+                        ticker.clear()
+                        ticker.epoch_done(m.epoch)
+                    out.write("".join(line.rstrip() + "\n" for line in lines))
+                    out.flush()
     except KeyboardInterrupt:
         note(
             f"\ndetached; {job.name} keeps running on the {framework} trainer.\n"
