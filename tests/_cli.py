@@ -13,7 +13,6 @@ Each Cli has its own config folder (XDG_CONFIG_HOME), so its stored token is its
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests._dataset import PASSWORD
-from tests._servers import ROOT, child_env
+from tests._servers import child_env
 
 
 def vmesh_command() -> list[str]:
@@ -98,15 +97,3 @@ class Cli:
         out = self("login", username, "--password-stdin", input=PASSWORD + "\n")
         assert out.code == 0, out
         return username
-
-
-def root() -> Path:
-    return ROOT
-
-
-def tree_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def environ_without(*names: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in names}
