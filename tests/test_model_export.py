@@ -58,7 +58,9 @@ def train(stub, dataset: str, task: str, model: str, **fields) -> trainer_pb2.Jo
     evaluation = stub.GetEvaluation(
         S.GetEvaluationRequest(name=f"{job.name}/evaluation"), timeout=30
     ).evaluation
-    assert len(evaluation.classes) == 3 and evaluation.confusion_matrix.rows
+    classes = len(evaluation.classes)  # pose: only triangles carry keypoints
+    assert classes == (1 if task == "pose" else 3)
+    assert len(evaluation.confusion_matrix.rows) in (classes, classes + 1)
     assert {p.filename for p in evaluation.pictures} >= {"confusion_matrix.png"}
     return job
 
@@ -159,7 +161,7 @@ def yolo_forward(checkpoint: bytes, tmp_path):
     return forward
 
 
-@pytest.mark.parametrize("task", ["detect", "segment", "classify"])
+@pytest.mark.parametrize("task", ["detect", "segment", "classify", "pose"])
 def test_yolo_exports_match_torch(fake, dataset, yolo, task, tmp_path):
     stub = yolo.stub(fake.token("alice"))
     job = train(stub, dataset, task, "yolo11n")
