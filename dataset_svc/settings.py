@@ -13,6 +13,8 @@ The shared ones (home, database URL, store URL, key paths) come from
 - ``VISIONMESH_LOGIN_MAX_FAILURES`` (default 5) and ``VISIONMESH_LOGIN_CLIENT_MAX_FAILURES``
   (default 20): failed sign-ins in a row for one account / from one client address after
   which attempts wait 1 s, 2 s, 4 s, ... (see :class:`dataset_svc.users.LoginThrottle`).
+- ``VISIONMESH_TRUSTED_PROXIES`` (default none): comma-separated addresses (the gateway's)
+  whose ``x-forwarded-for`` names the client a sign-in is counted against.
 - ``VISIONMESH_GC_INTERVAL_SECONDS`` (default 3600; 0 disables): how often the server
   removes blobs nothing references (see :mod:`dataset_svc.gc`).
 """
@@ -48,6 +50,7 @@ class ServiceSettings:
     gc_interval_seconds: int
     login_max_failures: int = 5
     login_client_max_failures: int = 20
+    trusted_proxies: frozenset[str] = frozenset()
 
     @property
     def upload_tmp_dir(self) -> Path:
@@ -70,4 +73,9 @@ def load() -> ServiceSettings:
         gc_interval_seconds=_int("VISIONMESH_GC_INTERVAL_SECONDS", 3600),
         login_max_failures=_int("VISIONMESH_LOGIN_MAX_FAILURES", 5),
         login_client_max_failures=_int("VISIONMESH_LOGIN_CLIENT_MAX_FAILURES", 20),
+        trusted_proxies=frozenset(
+            a.strip()
+            for a in os.environ.get("VISIONMESH_TRUSTED_PROXIES", "").split(",")
+            if a.strip()
+        ),
     )

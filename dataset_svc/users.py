@@ -9,7 +9,9 @@ Passwords: at least :data:`MIN_PASSWORD` characters not counting surrounding whi
 at most :data:`MAX_PASSWORD`, not one of the common passwords in ``common_passwords.txt``
 and not the username (both compared case-insensitively).
 
-Sign-in attempts are throttled by :class:`LoginThrottle`.
+Sign-in attempts are throttled by :class:`LoginThrottle`, per account and per client address
+(behind the gateway: the browser's address the gateway sends as ``x-forwarded-for``, trusted
+only from the addresses in ``VISIONMESH_TRUSTED_PROXIES``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -264,3 +267,15 @@ def client_address(peer: str) -> str:
     if kind == "ipv6":
         return rest.rpartition(":")[0].strip("[]") or rest
     return peer
+
+
+def login_client(peer: str, metadata: Iterable[Any], trusted_proxies: frozenset[str]) -> str:
+    """The client address a sign-in is counted against: the gRPC peer's, or, when that
+    peer is a trusted proxy (the gateway), the last address of its ``x-forwarded-for``."""
+    address = client_address(peer)
+    if address not in trusted_proxies:
+        return address
+    for key, value in metadata:
+        if key == "x-forwarded-for" and isinstance(value, str) and value.strip():
+            return value.split(",")[-1].strip()[:64]
+    return address

@@ -565,6 +565,37 @@ def test_sign_in_attempts_are_slowed_per_account_and_per_client(tmp_path):
         cleanup()
 
 
+def test_sign_in_behind_a_trusted_proxy_counts_the_forwarded_client(tmp_path):
+    srv, cleanup = start_dataset_server(
+        DEFAULT_BACKEND,
+        tmp_path / "home",
+        extra_env={
+            "VISIONMESH_LOGIN_CLIENT_MAX_FAILURES": "2",
+            "VISIONMESH_TRUSTED_PROXIES": "127.0.0.1",
+        },
+    )
+    try:
+        register(srv, "lou")
+        auth, _ = srv.anonymous()
+
+        def attempt(password, forwarded):
+            return auth.Login(
+                auth_pb2.LoginRequest(username="lou", password=password),
+                metadata=[("x-forwarded-for", forwarded)],
+            )
+
+        for _ in range(2):
+            refused(lambda: attempt("nope-nope", "203.0.113.9"), grpc.StatusCode.UNAUTHENTICATED)
+        err = refused(
+            lambda: attempt(PASSWORD, "198.51.100.1, 203.0.113.9"),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
+        assert "client" in err.details()
+        assert attempt(PASSWORD, "203.0.113.10").user.username == "lou"  # another browser
+    finally:
+        cleanup()
+
+
 def test_common_password_list_ships_with_the_package():
     from dataset_svc import users
 

@@ -31,7 +31,11 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     def Login(
         self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext
     ) -> auth_pb2.LoginResponse:
-        client = users.client_address(context.peer() or "")
+        client = users.login_client(
+            context.peer() or "",
+            context.invocation_metadata() or (),
+            self.app.settings.trusted_proxies,
+        )
         self.throttle.check(request.username, client)
         with self.app.catalog.session() as session:
             try:
