@@ -44,6 +44,14 @@ def _key(value: object) -> object:
 _UNHASHABLE = object()
 
 
+def _value_set(column: list) -> set:
+    """The distinct values of a column, unhashable ones as one stand-in (fast when none)."""
+    try:
+        return set(column)
+    except TypeError:
+        return set(map(_key, column))
+
+
 def validate(
     dataset: Dataset,
     source: Source | None = None,
@@ -218,10 +226,10 @@ def _screen(
     cat_ids = [a.category_id for a in anns]
     known_images = {k for k, v in sizes.items() if v is not None}
     for column, known in ((image_ids, known_images), (cat_ids, set(categories) - background)):
-        if not set(map(_key, column)) <= known:
+        if not _value_set(column) <= known:
             flagged.update(i for i, v in enumerate(column) if _key(v) not in known)
     crowd = [a.iscrowd for a in anns]
-    if not set(map(_key, crowd)) <= {0, 1}:
+    if not _value_set(crowd) <= {0, 1}:
         flagged.update(i for i, v in enumerate(crowd) if v not in (0, 1))
     areas = [a.area for a in anns]
     if not set(map(type, areas)) <= {int, float, type(None)}:
@@ -231,9 +239,10 @@ def _screen(
         values = np.asarray([areas[i] for i in given], dtype=np.float64)
         bad = ~(np.isfinite(values) & (values >= 0))
         flagged.update(given[k] for k in np.flatnonzero(bad).tolist())
-    flagged |= _screen_boxes(anns, image_ids, sizes)
+    wh_all = image_sizes(image_ids, sizes)
+    flagged |= _screen_boxes(anns, wh_all)
     flagged |= _screen_polygons(anns)
-    flagged |= _screen_polygon_bounds(anns, image_ids, sizes)
+    flagged |= _screen_polygon_bounds(anns, wh_all)
     flagged.update(i for i, a in enumerate(anns) if a.keypoints is not None)
     return flagged
 
@@ -272,16 +281,45 @@ def _screen_polygons(anns: list) -> set[int]:
     }
 
 
-def _screen_polygon_bounds(anns: list, image_ids: list, sizes: dict) -> set[int]:
+def image_sizes(image_ids: list, sizes: dict) -> np.ndarray:
+    """``(n, 2)`` width and height of each annotation's image (inf where unknown): looked up
+    in numpy when the ids are plain integers."""
+    n = len(image_ids)
+    known = [(k, v) for k, v in sizes.items() if v is not None and type(k) is int]
+    if known and set(map(type, image_ids)) <= {int}:
+        try:
+            keys = np.fromiter((k for k, _ in known), dtype=np.int64, count=len(known))
+            ids = np.fromiter(image_ids, dtype=np.int64, count=n)
+        except OverflowError:
+            pass  # ids beyond 64 bits: the plain way below
+        else:
+            vals = np.asarray([v for _, v in known], dtype=np.float64)
+            order = np.argsort(keys, kind="stable")
+            keys, vals = keys[order], vals[order]
+            pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+            hit = keys[pos] == ids
+            out = np.full((n, 2), np.inf)
+            out[hit] = vals[pos[hit]]
+            return out
+    get, unknown = sizes.get, (np.inf, np.inf)
+    return np.asarray([get(_key(i)) or unknown for i in image_ids], dtype=np.float64).reshape(-1, 2)
+
+
+def _screen_polygon_bounds(anns: list, wh_all: np.ndarray) -> set[int]:
     """Annotations with a polygon point outside their image: each polygon's extent, all
     polygons at once (nothing per vertex is made but one flat copy of the coordinates)."""
     segs = [a.segmentation for a in anns]
     rows = [i for i, seg in enumerate(segs) if type(seg) is list and seg]
     if not rows:
         return set()
-    per_row = np.fromiter((len(segs[i]) for i in rows), dtype=np.int64, count=len(rows))
-    polys = list(chain.from_iterable(segs[i] for i in rows))
-    owner = np.repeat(np.asarray(rows, dtype=np.int64), per_row)
+    per_row = np.fromiter(map(len, [segs[i] for i in rows]), dtype=np.int64, count=len(rows))
+    rows_arr = np.asarray(rows, dtype=np.int64)
+    if int(per_row.max()) == 1:  # one polygon each, the usual case
+        polys = [segs[i][0] for i in rows]
+        owner = rows_arr
+    else:
+        polys = list(chain.from_iterable(segs[i] for i in rows))
+        owner = np.repeat(rows_arr, per_row)
     try:
         lengths = np.fromiter(map(len, polys), dtype=np.int64, count=len(polys))
     except TypeError:
@@ -299,22 +337,19 @@ def _screen_polygon_bounds(anns: list, image_ids: list, sizes: dict) -> set[int]
         return set(owner.tolist())
     if flat.ndim != 1 or flat.size != int(lengths.sum()):
         return set(owner.tolist())
-    pts = flat.reshape(-1, 2)
-    starts = np.cumsum(lengths // 2) - lengths // 2
-    lows = np.minimum.reduceat(pts, starts, axis=0)
-    highs = np.maximum.reduceat(pts, starts, axis=0)
-    unknown = (np.inf, np.inf)
-    wh_rows = np.asarray([sizes.get(_key(image_ids[i])) or unknown for i in rows], dtype=np.float64)
-    wh = np.repeat(wh_rows, per_row, axis=0)
-    if not even.all():
-        wh = wh[even]
     tol = BBOX_TOLERANCE
-    bad = (lows < -tol).any(axis=1) | (highs > wh + tol).any(axis=1)
-    bad |= ~np.isfinite(lows).all(axis=1)  # NaN compares false: let the detailed check say
+    starts = np.cumsum(lengths // 2) - lengths // 2
+    xs, ys = flat[0::2], flat[1::2]
+    wh = wh_all[owner]
+    bad = np.minimum.reduceat(xs, starts) < -tol
+    bad |= np.minimum.reduceat(ys, starts) < -tol
+    bad |= np.maximum.reduceat(xs, starts) > wh[:, 0] + tol
+    bad |= np.maximum.reduceat(ys, starts) > wh[:, 1] + tol
+    bad |= ~np.isfinite(np.add.reduceat(flat, 2 * starts))  # NaN compares false
     return set(owner[bad].tolist())
 
 
-def _screen_boxes(anns: list, image_ids: list, sizes: dict) -> set[int]:
+def _screen_boxes(anns: list, wh_all: np.ndarray) -> set[int]:
     rows = [i for i, a in enumerate(anns) if a.bbox is not None]
     if not rows:
         return set()
@@ -325,9 +360,7 @@ def _screen_boxes(anns: list, image_ids: list, sizes: dict) -> set[int]:
         return set(rows)
     b = np.fromiter(chain.from_iterable(boxes), dtype=np.float64, count=4 * len(boxes))
     b = b.reshape(-1, 4)
-    wh = np.asarray(
-        [sizes.get(_key(image_ids[i])) or (np.inf, np.inf) for i in rows], dtype=np.float64
-    )
+    wh = wh_all[np.asarray(rows, dtype=np.int64)]
     tol = BBOX_TOLERANCE
     ok = (
         np.isfinite(b).all(axis=1)
