@@ -455,6 +455,7 @@ class JobManager:
             with contextlib.suppress(KeyNotFound):
                 self.store.delete(key)
         job.record.checkpoints = []
+        job.record.exports = []  # their files lived beside the checkpoints
         self._persist(job)
 
     # -- streams waiting for news ---------------------------------------------------------
