@@ -221,7 +221,7 @@ def _convert(args: argparse.Namespace) -> int:
         dataset = _everything(result, args)
         if dataset is None:
             return EXIT_REFUSED
-        conversion = "everything kept"
+        conversion = "with everything as read"
     else:
         task = task or formats.infer_task(result.dataset)
         if args.to == "imagefolder" and task != formats.IMAGE_CLASSIFICATION:
