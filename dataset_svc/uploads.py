@@ -124,7 +124,7 @@ def _probe_image(source: Path | BinaryIO, max_pixels: int) -> tuple[int, int, st
     return width, height, mime
 
 
-def _decode_problem(source: Path | BinaryIO) -> str | None:
+def _decode_problem(source: Path | BinaryIO, max_pixels: int) -> str | None:
     """Why the image's pixel data does not decode to the end (None when it does).
 
     A header that reads fine says nothing about the rest: a JPEG cut at 40% opens and
@@ -139,6 +139,11 @@ def _decode_problem(source: Path | BinaryIO) -> str | None:
                     img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
                 img.load()
                 frames = getattr(img, "n_frames", 1)
+                if frames * img.width * img.height > max_pixels:
+                    return (
+                        f"decompression bomb: {frames} frames of {img.width}x{img.height} are "
+                        f"more than {max_pixels} pixels"
+                    )
                 if frames > 1:  # GIF/TIFF/WEBP animations: every frame, not only the first
                     for index in range(1, frames):
                         img.seek(index)
@@ -353,7 +358,7 @@ class Receiver:
                 self._skip(f.path, probe)
                 return
             with f.open() as source:
-                broken = _decode_problem(source)
+                broken = _decode_problem(source, self.settings.max_image_pixels)
             if broken is not None:
                 self._skip(f.path, broken)
                 return

@@ -163,6 +163,42 @@ def test_non_images_oversize_and_bombs_are_skipped_with_reasons(server):
     assert "empty" in reasons["empty.png"]
 
 
+def gif(width: int, height: int, frames: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    images = [Image.new("RGB", (width, height), (i % 256, i // 256 * 40, 0)) for i in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, "GIF", save_all=True, append_images=images[1:], duration=10)
+    return out.getvalue()
+
+
+def test_images_are_decoded_whole_before_they_are_accepted(server):
+    alice = server.user("alice")
+    ds = alice.create_dataset("decoded")
+    whole_png = noise_png(40, 30)
+    animation = gif(100, 100, 3)
+    bomb = gif(100, 100, 401)  # 401 frames x 10,000 pixels > the 4,000,000-pixel limit
+    before = stored_blobs(server)
+    reply = alice.upload(
+        ds.name,
+        {
+            "ok.png": whole_png,
+            "cut.png": whole_png[: len(whole_png) // 2],
+            "anim.gif": animation,
+            "cut.gif": animation[: len(animation) - 40],
+            "frames.gif": bomb,
+        },
+    )
+    assert sorted(i.path for i in reply.images) == ["anim.gif", "ok.png"]
+    reasons = {r.path: r.reason for r in reply.skipped}
+    assert set(reasons) == {"cut.png", "cut.gif", "frames.gif"}
+    assert "truncated" in reasons["cut.png"] and "truncated" in reasons["cut.gif"]
+    assert "401 frames" in reasons["frames.gif"]
+    assert len(stored_blobs(server) - before) == 2
+
+
 def test_bad_streams_are_invalid_and_commit_nothing(server):
     alice = server.user("alice")
     ds = alice.create_dataset("bad streams")
