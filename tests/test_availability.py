@@ -259,12 +259,13 @@ def test_1000_open_streams_leave_both_servers_responsive_and_idle(mesh):
             assert len(crowd.calls) == 2 * USERS * PER_USER == 1000
             await check_responsive(mesh, probe_t, probe_d)
 
-            # idle streams cost no CPU: neither server works while nothing happens
+            # idle streams cost no CPU: neither server works while nothing happens (a 1 s
+            # poll per stream, as StreamMetrics had, costs the trainer 0.05-0.06 s here)
             pids = [mesh.trainer.proc.pid, mesh.dataset.process.proc.pid]
             before = [cpu_seconds(p) for p in pids]
             await asyncio.sleep(3)
             used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
-            assert max(used) < 0.03, f"CPU seconds in 3 s with 1,000 idle streams: {used}"
+            assert max(used) < 0.04, f"CPU seconds in 3 s with 1,000 idle streams: {used}"
             print(f"\n1000 streams opened in {took:.1f}s; server CPU over 3 s idle: {used}")
 
             # the users are at their limits: one more of either kind is refused, with reasons
