@@ -20,46 +20,41 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from tests._servers import ROOT, child_env, health_status, start_server
-from visionmesh.v1 import trainer_pb2, trainer_pb2_grpc
+from visionmesh.v1 import (
+    assistant_pb2,
+    auth_pb2,
+    compatibility_pb2,
+    dataset_pb2,
+    trainer_pb2,
+    trainer_pb2_grpc,
+)
 
 BUF = ROOT / "node_modules" / ".bin" / "buf"
 
+
+def declared_methods(module_pb2, service: str) -> set[str]:
+    """The methods a proto declares for a service (what reflection must list)."""
+    return {m.name for m in module_pb2.DESCRIPTOR.services_by_name[service].methods}
+
+
+# Every service each process serves, with every method its proto declares.
 EXPECTED = {
     "dataset_svc": {
-        "visionmesh.v1.AuthService": {"Register", "Login", "WhoAmI"},
-        "visionmesh.v1.DatasetService": {
-            "CreateDataset",
-            "GetDataset",
-            "ListDatasets",
-            "UpdateDataset",
-            "DeleteDataset",
-            "UploadImages",
-            "ListImages",
-            "DeleteImages",
-            "GetImageUrl",
-            "ImportAnnotations",
-            "GetAnnotations",
-            "CreateSnapshot",
-            "ListSnapshots",
-            "GetSnapshot",
-            "DiffSnapshots",
-            "CheckIntegrity",
-            "ExportDataset",
-        },
-        "visionmesh.v1.CompatibilityService": {"CheckCompatibility", "GetConversionMatrix"},
+        f"visionmesh.v1.{name}": declared_methods(module, name)
+        for module, name in (
+            (auth_pb2, "AuthService"),
+            (dataset_pb2, "DatasetService"),
+            (compatibility_pb2, "CompatibilityService"),
+            (assistant_pb2, "AssistantService"),
+        )
     },
 }
-TRAINER_METHODS = {
-    "GetCapabilities",
-    "StartTraining",
-    "GetJob",
-    "ListJobs",
-    "CancelJob",
-    "ResumeJob",
-    "StreamMetrics",
-    "StreamLogs",
-    "Predict",
-}
+TRAINER_METHODS = declared_methods(trainer_pb2, "TrainerService")
+# the contract's core, spelled out so that a method dropped from the proto is noticed
+assert {"GetCapabilities", "StartTraining", "StreamMetrics", "Predict"} <= TRAINER_METHODS
+assert {"CreateDataset", "UploadImages", "ExportDataset", "DownloadExport"} <= EXPECTED[
+    "dataset_svc"
+]["visionmesh.v1.DatasetService"]
 for _framework in ("ultralytics", "timm", "hf"):
     EXPECTED[f"trainers.{_framework}"] = {"visionmesh.v1.TrainerService": TRAINER_METHODS}
 
