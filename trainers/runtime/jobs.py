@@ -508,12 +508,10 @@ class JobManager:
                 self.cache_root / "predict" / record.job_id,
             ):
                 shutil.rmtree(folder, ignore_errors=True)
-        path = job.prepared.get("path")
-        if path:
-            with contextlib.suppress(OSError):
-                prepare.release(
-                    self.cache_root, path, f"{self.framework}-{record.job_id}", kept=not cancelled
-                )
+        with contextlib.suppress(OSError):
+            prepare.release(
+                self.cache_root, f"{self.framework}-{record.job_id}", kept=not cancelled
+            )
         self.sweep_cache()
 
     def sweep_cache(self) -> dict[str, int]:

@@ -55,6 +55,8 @@ class PreparedDataset:
     cached: bool = False  # True when the converted folder already existed
     downloaded_blobs: int = 0
     seconds: float = 0.0
+    # what the conversion dropped, assumed or held out, for the job log
+    warnings: list[str] = field(default_factory=list)
 
 
 class PrepareError(RuntimeError):
@@ -239,17 +241,19 @@ def _result(path: Path, info: dict[str, Any], *, cached: bool, seconds: float) -
         cached=cached,
         downloaded_blobs=0 if cached else int(info.get("downloaded_blobs", 0)),
         seconds=seconds,
+        warnings=[str(w) for w in info.get("warnings", [])],
     )
 
 
-def release(cache_root: Path, prepared_path: str | Path, user: str, *, kept: bool) -> None:
-    """``user``'s job ended: drop its in-use marker; ``kept`` (its results stay) refreshes the
-    folder's last use, so a rerun on the same data soon after reuses it."""
-    folder = Path(cache_root) / "in-use" / Path(prepared_path).name
-    with contextlib.suppress(FileNotFoundError):
-        (folder / _safe(user)).unlink()
-    if kept and folder.is_dir():
-        (folder / LAST_USED).touch()
+def release(cache_root: Path, user: str, *, kept: bool) -> None:
+    """``user``'s job ended: drop its in-use markers (wherever it got as far as making one,
+    even when it was cancelled while preparing); ``kept`` (its results stay) refreshes the
+    folders' last use, so a rerun on the same data soon after reuses them."""
+    for marker in (Path(cache_root) / "in-use").glob(f"*/{_safe(user)}"):
+        with contextlib.suppress(FileNotFoundError):
+            marker.unlink()
+        if kept:
+            (marker.parent / LAST_USED).touch()
 
 
 def sweep_cache(
