@@ -55,6 +55,10 @@ ARGS = [
 ]
 PASSWORD = "correct horse battery"
 WEB = ROOT / "gateway" / "web"
+TRACE = """() => performance.getEntriesByType('resource')
+    .filter(e => e.startTime < performance.getEntriesByName('vm:gallery-first-screen')[0].startTime)
+    .map(e => `${e.name.split('/').pop().slice(0, 24)} ${e.startTime | 0}-${e.responseEnd | 0}`)
+    .join(', ')"""
 VISIBLE = """() => {
     const tiles = [...document.querySelectorAll('.gallery .tile')]
         .filter(t => t.getBoundingClientRect().top < innerHeight);
@@ -136,6 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--trace", action="store_true", help="print each run's requests (start, end in ms)"
+    )
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is absent: apt-get install chromium")
@@ -227,6 +234,8 @@ def main() -> None:
                 )
                 # the tiles on screen at that moment: each thumbnail decoded, its box drawn
                 tiles, drawn = page.evaluate(VISIBLE)
+                if args.trace:
+                    print(page.evaluate(TRACE))
                 assert tiles >= 12 and drawn == tiles, (tiles, drawn)
                 page.wait_for_selector(".gallery[data-ready='1']", timeout=60_000)
                 whole = page.evaluate("performance.now()") / 1000

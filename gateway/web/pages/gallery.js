@@ -293,6 +293,10 @@ export function renderGallery(body, ctx) {
     }
     if (signal.aborted) return;
     pageImages = reply.images || [];
+    // a page with annotated images needs the document: ask for it before building the tiles
+    const labeled = pageImages.some((i) => Number(i.annotationCount || 0) > 0);
+    const annDoc = loadAnnotations(labeled);
+    annDoc.catch(() => {});
     state.tokens[state.page + 1] = reply.nextPageToken || "";
     const total = Number(reply.totalSize || 0);
     const pages = total ? Math.max(1, Math.ceil(total / state.pageSize)) : 0;
@@ -303,9 +307,7 @@ export function renderGallery(body, ctx) {
     next.disabled = !reply.nextPageToken;
     const items = pageImages.map(tile);
     clear(grid, items);
-    // a page with annotated images needs the document; a dataset labeled as a whole too
-    const labeled = pageImages.some((i) => Number(i.annotationCount || 0) > 0);
-    const annP = loadAnnotations(labeled)
+    const annP = annDoc
       .then(() => {
         if (!signal.aborted) for (const li of items) drawOverlay(li);
       })
@@ -432,12 +434,16 @@ export function renderGallery(body, ctx) {
     state.pageSize = Number(sizeSel.value);
     restart();
   });
+  // a new page shows from its first row
+  const toTop = () => status.scrollIntoView({ block: "start" });
   prev.addEventListener("click", () => {
     state.page = Math.max(0, state.page - 1);
+    toTop();
     load();
   });
   next.addEventListener("click", () => {
     state.page += 1;
+    toTop();
     load();
   });
 
