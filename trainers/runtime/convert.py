@@ -52,6 +52,19 @@ def _problems(problems: list[Any], limit: int = 5) -> str:
     return "; ".join(shown) + more
 
 
+def hold_out_val(dataset: Any) -> int:
+    """A job needs val images to measure itself. When the snapshot gives train images but no
+    val (a folder of train/ only), its train images are split with the job's seed for this
+    job, as images without a split are; the dataset keeps its own splits. Returns how many
+    train images were opened to the split (0 when val was given or nothing was train)."""
+    if any(im.split == "val" for im in dataset.images):
+        return 0
+    train = [im for im in dataset.images if im.split == "train"]
+    for im in train:
+        im.split = ""
+    return len(train)
+
+
 def write_layout(
     manifest: bytes,
     *,
@@ -70,6 +83,7 @@ def write_layout(
     read = from_dice_dict(json.loads(manifest))
     if read.errors:
         raise ConversionError(f"the snapshot manifest is invalid: {_problems(read.errors)}")
+    held_out = hold_out_val(read.dataset)
     dataset, report = compat.prepare(
         read.dataset, task_type, split_seed=split_seed, val_fraction=val_fraction or 0.2
     )
@@ -137,13 +151,22 @@ def write_layout(
         raise ConversionError(
             f"training needs images in both train and val; this split gives {counts or 'none'}"
         )
+    warnings = list(report.warnings)
+    if held_out:
+        warnings.insert(
+            0,
+            f"the snapshot gives train images and no val: {counts.get('val', 0)} of its "
+            f"{held_out} train images are held out for validation in this job (split seed "
+            f"{split_seed}, val fraction {val_fraction or 0.2}); the dataset's splits are "
+            "unchanged",
+        )
     return {
         "class_names": list(names),
         "category_ids": [int(i) for i in ids],
         "counts": counts,
         "conversion": report.conversion,
         "lossy": report.lossy,
-        "split_generated": report.split_generated,
+        "split_generated": report.split_generated or bool(held_out),
         "dropped_annotations": report.dropped_annotations,
-        "warnings": list(report.warnings),
+        "warnings": warnings,
     }

@@ -285,6 +285,8 @@ def run(cfg: dict[str, Any], events: Events) -> int:
         downloaded_blobs=prepared.downloaded_blobs,
         seconds=prepared.seconds,
     )
+    for warning in prepared.warnings:
+        job.log(f"[visionmesh] dataset: {warning}")
     job.dataset_dir = prepared.path
     job.class_names = prepared.class_names
     job.category_ids = prepared.category_ids

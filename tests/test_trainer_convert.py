@@ -1,0 +1,72 @@
+"""The runtime's conversion of a snapshot for a job: given splits kept, and a snapshot with
+train images but no val gets a seeded val split for the job (its own splits unchanged)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from trainers.runtime.convert import write_layout
+from visionmesh import shapes
+
+
+@pytest.fixture(scope="module")
+def shapes_source(tmp_path_factory):
+    source = tmp_path_factory.mktemp("shapes")
+    shapes.generate(source, images=20, size=48, seed=0, max_shapes=2)
+    document = json.loads((source / "annotations.json").read_text())
+    files = {}
+    for image in document["images"]:
+        path = source / image["file_name"]
+        image["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        files[image["sha256"]] = path
+    return document, files
+
+
+def layout(tmp_path, document, files, layout_name="yolo", seed=0):
+    out = tmp_path / f"out-{layout_name}-{seed}-{len(list(tmp_path.iterdir()))}"
+    out.mkdir()
+    return write_layout(
+        json.dumps(document).encode(),
+        task_type="object_detection",
+        layout=layout_name,
+        split_seed=seed,
+        val_fraction=0.2,
+        out_dir=out,
+        final_dir=out,
+        image_file=files.__getitem__,
+    )
+
+
+def test_given_splits_are_kept(tmp_path, shapes_source):
+    document, files = shapes_source
+    split = json.loads(json.dumps(document))
+    for i, image in enumerate(split["images"]):
+        image["split"] = "val" if i % 4 == 0 else "train"
+    given = {im["file_name"]: im["split"] for im in split["images"]}
+    info = layout(tmp_path, split, files)
+    assert info["counts"] == {
+        "train": sum(v == "train" for v in given.values()),
+        "val": sum(v == "val" for v in given.values()),
+    }
+    assert not info["split_generated"]
+    assert not any("held out" in w for w in info["warnings"])
+
+
+@pytest.mark.parametrize("layout_name", ["yolo", "coco"])
+def test_train_only_snapshot_holds_out_val_for_the_job(tmp_path, shapes_source, layout_name):
+    document, files = shapes_source
+    train_only = json.loads(json.dumps(document))
+    for image in train_only["images"]:
+        image["split"] = "train"
+    info = layout(tmp_path, train_only, files, layout_name)
+    counts = info["counts"]
+    assert counts["train"] + counts["val"] == 20 and 2 <= counts["val"] <= 6, counts
+    assert info["split_generated"]
+    assert any("no val" in w and "unchanged" in w for w in info["warnings"]), info["warnings"]
+    # the same seed gives the same split; the manifest itself is not changed
+    again = layout(tmp_path, train_only, files, layout_name, seed=0)
+    assert again["counts"] == counts
+    assert all(im["split"] == "train" for im in train_only["images"])
