@@ -278,8 +278,18 @@ class Gateway:
 
     @staticmethod
     def metadata(request: Request) -> list[tuple[str, str]]:
+        """The caller's token, and its address appended to ``x-forwarded-for`` (dataset_svc
+        counts failed sign-ins per client by it when it trusts this gateway:
+        VISIONMESH_TRUSTED_PROXIES)."""
+        out = []
         auth = request.headers.get("authorization")
-        return [("authorization", auth)] if auth else []
+        if auth:
+            out.append(("authorization", auth))
+        if request.client is not None:
+            chain = request.headers.get("x-forwarded-for", "").strip()
+            host = request.client.host
+            out.append(("x-forwarded-for", f"{chain}, {host}" if chain else host))
+        return out
 
     # -- endpoints ----------------------------------------------------------------------
 

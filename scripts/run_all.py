@@ -67,6 +67,11 @@ def main() -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "sdk"), env.get("PYTHONPATH", "")])
+    # dataset_svc counts failed sign-ins per client by the address the gateway forwards
+    gateway_host = settings.gateway_addr.rpartition(":")[0] or "127.0.0.1"
+    if gateway_host in ("0.0.0.0", "", "localhost"):
+        gateway_host = "127.0.0.1"
+    env.setdefault("VISIONMESH_TRUSTED_PROXIES", gateway_host)
     children: list[tuple[str, subprocess.Popen]] = []
     stopping = False
 
