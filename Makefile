@@ -31,7 +31,7 @@ $(SETUP_STAMP): pyproject.toml package.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: these wheels come from this machine's disk (see FRAMEWORK-NOTES).
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | $(PIP_QUIET)
-	$(PY) -m pip install -q -e '.[dataset,gateway,ultralytics,timm,hf,export,dev]' 2>&1 | $(PIP_QUIET)
+	$(PY) -m pip install -q -e '.[dataset,gateway,ultralytics,timm,hf,export,mlflow,dev]' 2>&1 | $(PIP_QUIET)
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 

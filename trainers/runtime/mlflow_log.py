@@ -48,6 +48,9 @@ class Tracker:
         uri = os.environ.get(URI_ENV, "").strip()
         if not uri:
             return
+        # no usage telemetry leaves this machine (MLflow 3 sends some unless told not to)
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("DO_NOT_TRACK", "true")
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
