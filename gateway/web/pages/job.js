@@ -6,6 +6,7 @@ import { fmt, metricCharts } from "../chart.js";
 import { clear, field, formatBytes, formatTime, h, taskLabel } from "../dom.js";
 import { itemFromDetection, overlaySvg } from "../overlay.js";
 import { alertText, busy, clearFormErrors, confirmDialog, errorBox, showFormError, toast } from "../ui.js";
+import { evaluationSection, exportSection } from "./job_after.js";
 import { ACTIVE, stateBadge } from "./jobs.js";
 
 const LOG_LINES = 400;
@@ -53,6 +54,10 @@ export async function renderJob({ main, match }) {
     h("h2", {}, "Weights"),
     ckptList,
   );
+
+  const evaluation = evaluationSection(name, { signal: controller.signal });
+  const exporter = exportSection(name, id, { signal: controller.signal });
+  main.append(evaluation.el, exporter.el);
 
   const predictSection = h("section", { "aria-labelledby": "predict-title" });
   main.append(predictSection);
@@ -108,6 +113,8 @@ export async function renderJob({ main, match }) {
         : h("li", { class: "muted" }, "No weights yet: checkpoints appear after the first epoch."),
     );
     paintPredict();
+    exporter.update(job, active);
+    if (!active && job.state !== "JOB_STATE_CANCELLED") evaluation.load();
     if (!active && epochs.size) paintEpochs();
   }
 
@@ -336,6 +343,7 @@ export async function renderJob({ main, match }) {
   return () => {
     alive = false;
     clearTimeout(pollTimer);
+    exporter.stop();
     controller.abort();
     if (predictUrl) URL.revokeObjectURL(predictUrl);
   };

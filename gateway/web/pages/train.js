@@ -65,6 +65,7 @@ export async function renderTrain({ main, params }) {
   const extrasBox = h("div", { class: "hp-grid" });
   const extrasDetails = h("details", { class: "extras" }, h("summary", {}, "Framework options"), extrasBox);
   const deviceLine = h("p", { class: "muted" });
+  const initFrom = h("select", { name: "init_from", id: "init-from" }, h("option", { value: "" }, "Nothing: the model's pretrained weights or scratch"));
   const start = h("button", { type: "submit", class: "btn btn-primary" }, "Start training");
   const form = h(
     "form",
@@ -80,6 +81,14 @@ export async function renderTrain({ main, params }) {
     modelHint,
     compatLine,
     deviceLine,
+    h(
+      "div",
+      { class: "row wrap" },
+      field("Initialize from", initFrom, {
+        name: "init_from",
+        hint: "Fine-tune from one of your finished jobs of this trainer and task, or from weights uploaded with `vmesh pretrained upload`.",
+      }),
+    ),
     h("h3", {}, "Hyperparameters"),
     hpBox,
     extrasDetails,
@@ -140,7 +149,52 @@ export async function renderTrain({ main, params }) {
       : "";
     deviceLine.textContent = c.device ? `Runs on ${c.device}; ${c.maxConcurrentJobs || 1} job(s) at a time, queue of ${c.queueCapacity || 0}.` : "";
     paintHyperparameters(c);
+    paintInitFrom(c.framework, task.value);
     checkCompat();
+  }
+
+  // "Initialize from": the caller's finished jobs of this trainer and task, and the trainer's
+  // uploaded weights for the task (ListJobs, ListWeights)
+  let initFor = "";
+  let initSeq = 0;
+  const initCache = new Map();
+  async function paintInitFrom(fw, t) {
+    if (initFor === `${fw} ${t}`) return;
+    initFor = `${fw} ${t}`;
+    const mine = ++initSeq;
+    const keep = initFrom.value;
+    if (!initCache.has(fw)) {
+      initCache.set(
+        fw,
+        Promise.all([
+          get(`/v1/trainers/${fw}/jobs`, { pageSize: 200, filter: "state=JOB_STATE_SUCCEEDED" }).then((r) => r.jobs || [], () => []),
+          get(`/v1/trainers/${fw}/weights`, { pageSize: 200 }).then((r) => r.weights || [], () => []),
+        ]),
+      );
+    }
+    const [jobs, weights] = await initCache.get(fw);
+    if (mine !== initSeq) return;
+    const js = jobs.filter((j) => j.spec?.taskType === t);
+    const ws = weights.filter((w) => !w.taskType || w.taskType === t);
+    clear(
+      initFrom,
+      initFrom.options[0],
+      js.length
+        ? h(
+            "optgroup",
+            { label: "Finished jobs" },
+            js.map((j) => h("option", { value: j.name }, `${j.name.split("/").pop()} · ${j.spec?.model || ""} on ${j.spec?.dataset || ""}${j.bestMetricName ? ` · ${j.bestMetricName} ${Number(j.bestMetrics?.[j.bestMetricName] || 0).toFixed(3)}` : ""}`)),
+          )
+        : null,
+      ws.length
+        ? h(
+            "optgroup",
+            { label: "Uploaded weights" },
+            ws.map((w) => h("option", { value: w.name }, `${w.model || w.name.split("/").pop()} (uploaded)`)),
+          )
+        : null,
+    );
+    if ([...initFrom.options].some((o) => o.value === keep)) initFrom.value = keep;
   }
 
   let paintedFor = "";
@@ -239,6 +293,7 @@ export async function renderTrain({ main, params }) {
       } else spec[camel(i.hp.name)] = v;
     }
     if (Object.keys(extra).length) spec.extra = extra;
+    if (initFrom.value) spec.initFrom = initFrom.value;
     return { framework: c.framework, spec };
   }
 
