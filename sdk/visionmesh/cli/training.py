@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="jobs of this dataset")
     p.set_defaults(func=cmd_jobs_list)
     for name, helptext, func in (
-        ("get", "one job: state, spec, best epoch, checkpoints", cmd_jobs_get),
+        ("get", "one job: state, spec, best epoch, checkpoints, evaluation", cmd_jobs_get),
         ("watch", "follow a job's epochs live (Ctrl-C detaches)", cmd_jobs_watch),
         ("cancel", "cancel a job (its weights are discarded)", cmd_jobs_cancel),
         ("stop", "stop a job after this epoch, keeping its weights", cmd_jobs_stop),
@@ -640,13 +640,115 @@ def _print_job(job: trainer_pb2.Job) -> None:
         )
 
 
+# Per-class value columns of `vmesh jobs get`, in this order; other keys follow by name.
+CLASS_VALUE_COLUMNS = ("ap50", "ap50_95", "precision", "recall", "accuracy", "iou")
+
+
+def _evaluation(mesh: Mesh, job: trainer_pb2.Job) -> trainer_pb2.Evaluation | None:
+    """The job's evaluation once it has ended (None when it has none)."""
+    if job.state not in TERMINAL:
+        return None
+    try:
+        return (
+            mesh.trainer(job.framework or mesh.job_name(job.name)[0])
+            .GetEvaluation(
+                trainer_pb2.GetEvaluationRequest(name=f"{job.name}/evaluation"),
+                timeout=mesh.timeout,
+            )
+            .evaluation
+        )
+    except grpc.RpcError as err:
+        if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
+            return None
+        raise
+
+
+def _evaluation_dict(evaluation: trainer_pb2.Evaluation) -> dict[str, Any]:
+    """The evaluation as JSON; pictures are named with their size, not their bytes."""
+    out = to_dict(evaluation)
+    out["pictures"] = [
+        {"filename": p.filename, "content_type": p.content_type, "size_bytes": len(p.data)}
+        for p in evaluation.pictures
+    ]
+    return out
+
+
+# A confusion matrix with more classes than this (after leaving out the empty ones) is not
+# printed: --json has it, the web UI draws it.
+CONFUSION_MAX_PRINTED = 20
+
+
+def _print_evaluation(evaluation: trainer_pb2.Evaluation) -> None:
+    print()
+    print(f"evaluation of {evaluation.checkpoint or 'best.pt'} on the val split")
+    if evaluation.metrics:
+        print("  " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(evaluation.metrics.items())))
+    if evaluation.classes:
+        present = {k for c in evaluation.classes for k in c.values}
+        keys = [k for k in CLASS_VALUE_COLUMNS if k in present]
+        keys += sorted(present - set(keys))
+        # a class with no instance in val and nothing but zeros says nothing: left out
+        shown = [
+            c for c in evaluation.classes if c.instance_count or any(c.values.values())
+        ] or list(evaluation.classes)
+        rows = [
+            [c.category_name or c.category_id]
+            + [f"{c.values[k]:.4f}" if k in c.values else "-" for k in keys]
+            + [c.instance_count]
+            for c in shown
+        ]
+        print()
+        print(table(["class", *keys, "instances"], rows))
+        left = len(evaluation.classes) - len(shown)
+        if left:
+            print(
+                f"({left} classes with no instance in val and only zeros left out; --json has them)"
+            )
+    labels = list(evaluation.confusion_matrix.labels)
+    counts = [list(r.counts) for r in evaluation.confusion_matrix.rows]
+    if labels and len(counts) == len(labels):
+        keep = [
+            i
+            for i in range(len(labels))
+            if any(counts[i]) or any(r[i] for r in counts if i < len(r))
+        ] or list(range(len(labels)))
+        print()
+        if len(keep) > CONFUSION_MAX_PRINTED:
+            print(
+                f"confusion matrix: {len(labels)} x {len(labels)}, too wide to print "
+                "(--json has it; the web UI draws it)"
+            )
+        else:
+            left = len(labels) - len(keep)
+            print(
+                "confusion matrix (rows true, columns predicted"
+                + (f"; {left} classes neither true nor predicted left out" if left else "")
+                + ")"
+            )
+            print(
+                table(
+                    ["true \\ predicted", *(labels[j] for j in keep)],
+                    [[labels[i]] + [f"{counts[i][j]:g}" for j in keep] for i in keep],
+                )
+            )
+    if evaluation.pictures:
+        names = ", ".join(p.filename for p in evaluation.pictures)
+        print(f"\npictures: {names} (the web UI shows them)")
+
+
 def cmd_jobs_get(args: argparse.Namespace) -> int:
     mesh = open_mesh(args)
     job = mesh.get_job(args.job)
+    evaluation = _evaluation(mesh, job)
     if wants_json(args):
-        print_json(to_dict(job))
+        out = to_dict(job)
+        if evaluation is not None:
+            out["evaluation"] = _evaluation_dict(evaluation)
+        print_json(out)
     else:
         _print_job(job)
+        if evaluation is not None:
+            _print_evaluation(evaluation)
     return 0
 
 
