@@ -115,6 +115,8 @@ def test_evaluation_export_and_init_from(browser, mesh, tmp_path):  # noqa: F811
     check_rows(class_rows(), seen)
     page.get_by_label(f"Show all {len(classes)} classes").check()
     check_rows(class_rows(), classes)
+    page.get_by_label(f"Show all {len(classes)} classes").uncheck()
+    check_rows(class_rows(), seen)
 
     # the confusion matrix: rows true, columns predicted, every cell the API's count
     # (a class neither true nor predicted anywhere, an all-zero row and column, is left out)

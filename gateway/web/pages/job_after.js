@@ -180,7 +180,6 @@ function confusionTable(cm) {
   return h(
     "div",
     { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Confusion matrix" },
-    dropped ? h("p", { class: "muted", id: "confusion-note" }, `${dropped} of ${labels.length} classes are neither in the val split nor predicted: left out.`) : null,
     h(
       "table",
       { class: "table confusion", id: "confusion" },
@@ -215,6 +214,7 @@ function confusionTable(cm) {
         ),
       ),
     ),
+    dropped ? h("p", { class: "muted", id: "confusion-note" }, `${dropped} of ${labels.length} classes are neither in the val split nor predicted: left out.`) : null,
   );
 }
 
