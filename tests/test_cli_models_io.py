@@ -15,19 +15,12 @@ import sys
 import pytest
 
 from tests._servers import ROOT
-from tests._trainers import FakeDatasetService, collect_metrics, shapes_dataset, spec, start_trainer
+from tests._trainers import collect_metrics, shapes_dataset, spec, start_trainer
 from visionmesh.v1 import trainer_pb2
 
 pytestmark = pytest.mark.timeout(600)
 
 S = trainer_pb2
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    service = FakeDatasetService(tmp_path_factory.mktemp("home"))
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="module")

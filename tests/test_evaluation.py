@@ -17,19 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests._trainers import FakeDatasetService, collect_metrics, shapes_dataset, spec, start_trainer
+from tests._trainers import collect_metrics, shapes_dataset, spec, start_trainer
 from visionmesh.v1 import common_pb2, trainer_pb2
 
 pytestmark = pytest.mark.timeout(900)
 
 S = trainer_pb2
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    service = FakeDatasetService(tmp_path_factory.mktemp("home"))
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="module")

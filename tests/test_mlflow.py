@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 
 from tests._trainers import (
-    FakeDatasetService,
     collect_metrics,
     job_log,
     netguard_env,
@@ -24,13 +23,6 @@ from visionmesh.v1 import trainer_pb2
 pytestmark = pytest.mark.timeout(600)
 
 S = trainer_pb2
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    service = FakeDatasetService(tmp_path_factory.mktemp("home"))
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="module")

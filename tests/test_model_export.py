@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests._trainers import FakeDatasetService, collect_metrics, shapes_dataset, spec, start_trainer
+from tests._trainers import collect_metrics, shapes_dataset, spec, start_trainer
 from visionmesh.v1 import trainer_pb2
 
 pytestmark = pytest.mark.timeout(900)
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.timeout(900)
 S = trainer_pb2
 SMALL = {"batch_size": 4, "image_size": 64, "epochs": 1}
 BOUND = 1e-3  # relative to the output's scale
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    service = FakeDatasetService(tmp_path_factory.mktemp("home"))
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="module")

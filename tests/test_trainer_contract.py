@@ -18,7 +18,6 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from tests._trainers import (
-    FakeDatasetService,
     collect_metrics,
     shapes_dataset,
     spec,
@@ -30,13 +29,6 @@ pytestmark = pytest.mark.timeout(600)
 
 S = trainer_pb2
 SMALL = {"batch_size": 4, "image_size": 64}
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    service = FakeDatasetService(tmp_path_factory.mktemp("home"))
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from grpc_status import rpc_status
 from tests._idle_trainer import MODEL as IDLE_MODEL
 from tests._servers import start_server
 from tests._trainers import (
-    FakeDatasetService,
     shapes_dataset,
     spec,
     start_job,
@@ -37,13 +36,6 @@ S = trainer_pb2
 SMALL = {"batch_size": 4, "image_size": 64}
 # A HEIC photo's first bytes (ISO BMFF 'ftyp' box, brand heic): PIL has no plugin for it.
 HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 200
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    service = FakeDatasetService(tmp_path_factory.mktemp("home"))
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="module")

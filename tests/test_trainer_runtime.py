@@ -45,13 +45,6 @@ SMALL = {"batch_size": 4, "image_size": 64}
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    service = FakeDatasetService(tmp_path_factory.mktemp("home"))
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
 def data(fake):
     files, doc = shapes_dataset(12, size=64)
     return files, doc, fake.add_dataset(files, doc, "alice")

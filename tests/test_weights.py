@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 
 from tests._trainers import (
-    FakeDatasetService,
     collect_metrics,
     job_log,
     shapes_dataset,
@@ -31,13 +30,6 @@ pytestmark = pytest.mark.timeout(1200)
 
 S = trainer_pb2
 CLASSIFY = common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory):
-    service = FakeDatasetService(tmp_path_factory.mktemp("home"))
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="module")
