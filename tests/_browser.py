@@ -1,7 +1,6 @@
 """The web UI in headless Chromium, against a real gateway in front of real services.
 
-* :func:`start_gateway` runs ``python -m gateway --listen 127.0.0.1:0`` in a child process
-  wired to a dataset_svc (and trainers) and waits until ``/healthz`` answers.
+* the gateway is started with :func:`tests._gateway.start_gateway`.
 * :func:`launch_browser` starts Debian's ``/usr/bin/chromium`` through playwright (never a
   browser that playwright downloads) with networking extras off; tests skip with a reason
   when either is missing.
@@ -13,20 +12,13 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests._servers import ROOT, child_env
+from tests._servers import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -41,68 +33,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SERVING = re.compile(r"gateway serving on (\S+):(\d+)")
-
-
-@dataclass
-class GatewayProcess:
-    proc: subprocess.Popen
-    log_path: Path
-    url: str = ""
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_gateway(
-    dataset_addr: str, trainers: dict[str, str] | None = None, *, timeout: float = 60
-) -> GatewayProcess:
-    """``python -m gateway`` on a free port, routing to ``dataset_addr`` and ``trainers``."""
-    log_file = tempfile.NamedTemporaryFile(prefix="gateway-", suffix=".log", delete=False)
-    env = child_env(
-        {
-            "VISIONMESH_DATASET_ADDR": dataset_addr,
-            "VISIONMESH_TRAINERS": ",".join(f"{k}={v}" for k, v in (trainers or {}).items()),
-        }
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--listen", "127.0.0.1:0"],
-        cwd=ROOT,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    gw = GatewayProcess(proc, Path(log_file.name))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = SERVING.search(gw.log())
-        if match:
-            gw.url = f"http://{match.group(1)}:{match.group(2)}"
-            break
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited with {proc.returncode}:\n{gw.log()[-3000:]}")
-        time.sleep(0.05)
-    else:
-        gw.stop()
-        raise AssertionError(f"gateway printed no serving line:\n{gw.log()[-3000:]}")
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{gw.url}/healthz", timeout=2).status_code in (200, 503):
-                return gw
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    gw.stop()
-    raise AssertionError(f"gateway /healthz never answered:\n{gw.log()[-3000:]}")
 
 
 def require_browser() -> None:

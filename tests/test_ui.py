@@ -26,9 +26,9 @@ from tests._browser import (
     new_page,
     require_browser,
     screenshot,
-    start_gateway,
 )
 from tests._dataset import DEFAULT_BACKEND, PASSWORD, dataset_server_fixture, shared_data
+from tests._gateway import start_gateway
 from tests._trainers import start_trainer
 
 pytestmark = pytest.mark.timeout(600)
