@@ -205,6 +205,8 @@ def test_queue_full_cancel_and_stop_early(fake, data, alice):
     stream = alice.StreamMetrics(S.StreamMetricsRequest(name=first.name), timeout=300)
     assert next(iter(stream)).metrics.epoch == 1
     first_id = first.name.rsplit("/", 1)[1]
+    # the epoch is streamed first, its checkpoints are stored right after
+    wait_job_checkpoint(alice, first.name, "last.pt")
     assert store.exists(f"checkpoints/{first_id}/last.pt")
     job = alice.CancelJob(S.CancelJobRequest(name=first.name), timeout=60).job
     assert job.state == S.JOB_STATE_CANCELLED, state_name(job.state)
@@ -227,6 +229,16 @@ def test_queue_full_cancel_and_stop_early(fake, data, alice):
     with pytest.raises(grpc.RpcError) as err:
         alice.CancelJob(S.CancelJobRequest(name=third.name), timeout=30)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def wait_job_checkpoint(stub, name: str, filename: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = stub.GetJob(S.GetJobRequest(name=name), timeout=10).job
+        if filename in {c.filename for c in job.checkpoints}:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{name} listed no {filename} within {timeout}s")
 
 
 def test_deadline_fails_the_job_and_keeps_checkpoints(data, alice):
