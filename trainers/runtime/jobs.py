@@ -554,9 +554,11 @@ class JobManager:
                 thread = threading.Thread(
                     target=self._run_job, args=(job,), name=f"job-{job_id}", daemon=True
                 )
+                # started before it is published: whoever finds it in `running` (cancel,
+                # resume) may join it; it removes itself under this lock, so not before
+                thread.start()
                 self.running[job_id] = thread
                 self.cond.notify_all()
-            thread.start()
 
     def _train_spec(self, record: JobRecord) -> TrainSpec:
         spec = record.spec
