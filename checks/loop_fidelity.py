@@ -11,8 +11,8 @@ seed, optimizer, schedule, epochs, batch size, image size and deterministic prep
     python checks/loop_fidelity.py [--images 600] [--epochs 6]
 
 Prints one line per epoch on stderr; the last stdout line is JSON with, per framework,
-``platform_top1`` and ``plain_top1`` (final epoch, fractions), their difference in points
-and ``passed``.
+``platform_top1`` and ``plain_top1`` (final epoch, fractions), their difference in points,
+both top1 series by epoch and ``passed``.
 """
 
 from __future__ import annotations
@@ -231,6 +231,8 @@ def main() -> int:
                 "platform_top1": round(tops[-1], 4),
                 "plain_top1": round(plain_tops[-1], 4),
                 "gap_points": round(gap, 2),
+                "platform_by_epoch": [round(v, 4) for v in tops],
+                "plain_by_epoch": [round(v, 4) for v in plain_tops],
                 "same_class_order": classes == list(info["class_names"]),
                 "passed": ok,
             }

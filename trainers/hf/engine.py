@@ -180,12 +180,9 @@ class HFTrainer(TorchTrainer):
         return {"architecture": self.architecture, "config": self.config_json}
 
     def describe(self) -> str:
-        params = sum(p.numel() for p in self.model.parameters())
         return (
             f"transformers {transformers.__version__} {self.spec.model} ({self.architecture}): "
-            f"{params / 1e6:.2f}M parameters, {len(self.class_names)} classes, "
-            f"{self.image_size}px, {len(self.train_set)} train / {len(self.val_set)} val "
-            f"images, device {self.device}"
+            f"{self.summary()}"
         )
 
 

@@ -264,11 +264,8 @@ class TimmTrainer(TorchTrainer):
         return {"data_config": self.config}
 
     def describe(self) -> str:
-        params = sum(p.numel() for p in self.model.parameters())
         return (
-            f"timm {timm.__version__} {self.spec.model}: {params / 1e6:.2f}M parameters, "
-            f"{len(self.class_names)} classes, {self.image_size}px, {len(self.train_set)} "
-            f"train / {len(self.val_set)} val images, device {self.device}, "
+            f"timm {timm.__version__} {self.spec.model}: {self.summary()}, "
             f"optimizer {self.optimizer_name}, scheduler {self.sched_name}"
         )
 

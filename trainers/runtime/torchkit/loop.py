@@ -239,6 +239,14 @@ class TorchTrainer:
         return {}
 
     def describe(self) -> str:
-        """The job log line before the first epoch."""
+        """The job log line before the first epoch (the framework and model, then
+        :meth:`summary`)."""
+        return f"{self.spec.model}: {self.summary()}"
+
+    def summary(self) -> str:
         params = sum(p.numel() for p in self.model.parameters())
-        return f"{self.spec.model}: {params / 1e6:.2f}M parameters, device {self.device}"
+        return (
+            f"{params / 1e6:.2f}M parameters, {len(self.class_names)} classes, "
+            f"{self.image_size}px, {len(self.train_set)} train / {len(self.val_set)} val "
+            f"images, device {self.device}"
+        )
