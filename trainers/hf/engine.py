@@ -1,17 +1,16 @@
 """transformers training and inference inside a job's child process.
 
-A plain PyTorch loop (transformers' Trainer adds nothing here but indirection): the
-model computes its own loss from ``labels``; we evaluate, checkpoint and report each
-epoch. One checkpoint file carries the model config (JSON) and architecture, class names,
-image size, model / optimizer / scheduler / scaler state, the epoch and the
-early-stopping state, so both a resume and Predict rebuild everything from it alone.
+Training is :class:`HFTrainer` on the torch kit's loop (trainers.runtime.torchkit.loop;
+transformers' Trainer adds nothing here but indirection): the model computes its own loss
+from ``labels``; this module keeps the model building, datasets per task, the batch ->
+loss, the validation metrics per task and the per-step schedule. The checkpoint adds the
+model config (JSON) and architecture to the loop's common fields, so both a resume and
+Predict rebuild everything from it alone.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import random
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from PIL import Image
 
 from trainers.hf import data, metrics, models
 from trainers.hf.adapter import BEST_METRIC, MODELS
-from trainers.runtime import torch_helpers
 from trainers.runtime.adapter import (
     IMAGE_CLASSIFICATION,
     OBJECT_DETECTION,
@@ -31,9 +29,15 @@ from trainers.runtime.adapter import (
     JobContext,
     Prediction,
 )
-from trainers.runtime.epochs import EpochBook
-from trainers.runtime.torch_helpers import autocast_for, resolve_device, seed_everything
-from trainers.runtime.torch_helpers import extra_value as _extra
+from trainers.runtime.torchkit import helpers
+from trainers.runtime.torchkit.helpers import (
+    cached_model,
+    classification_evaluation,
+    classification_metrics,
+    resolve_device,
+    top_classes,
+)
+from trainers.runtime.torchkit.loop import TorchTrainer
 
 CHECKPOINT_FORMAT = "visionmesh.hf/1"
 LOSS_NAMES = {
@@ -48,50 +52,45 @@ transformers.logging.set_verbosity_error()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch_helpers.load_checkpoint(path, CHECKPOINT_FORMAT, "hf")
-
-
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
+    return helpers.load_checkpoint(path, CHECKPOINT_FORMAT, "hf")
 
 
 # --- training -----------------------------------------------------------------------------
 
 
-def train(job: JobContext) -> None:
-    spec = job.spec
-    if spec.model not in MODELS:
-        raise ValueError(f"unknown hf model {spec.model!r}; choose one of {', '.join(MODELS)}")
-    task = MODELS[spec.model][0]
-    if spec.task_type != task:
-        raise ValueError(f"hf model {spec.model!r} trains {task}, not {spec.task_type}")
-    class_names = list(job.class_names)
-    if task == IMAGE_CLASSIFICATION and len(class_names) < 2:
-        raise ValueError(f"classification needs at least 2 classes, got {class_names}")
-    if not class_names:
-        raise ValueError("the dataset has no classes")
-    extra = dict(spec.extra or {})
-    device = resolve_device(spec.device)
-    seed_everything(int(spec.seed))
+class HFTrainer(TorchTrainer):
+    """A transformers model built from its config; the model computes its own loss from
+    ``labels`` (detection, segmentation); per-step transformers schedules."""
 
-    resume = load_checkpoint(Path(job.resume_from)) if job.resume_from else None
-    if resume is not None:
-        if resume["model_name"] != spec.model or list(resume["class_names"]) != class_names:
-            raise ValueError(
-                "the resume checkpoint was trained for another model or class list "
-                f"({resume['model_name']}, {resume['class_names']})"
-            )
-        image_size = int(resume["image_size"])
-        architecture = resume["architecture"]
-        model = models.rebuild(resume["config"], architecture)
-        config_json = resume["config"]
-    else:
-        image_size = int(spec.image_size)
-        config, architecture = models.build_config(spec.model, class_names, image_size)
-        model = models.instantiate(config, architecture)
-        config_json = models.config_to_json(model.config)
+    framework = "hf"
+    checkpoint_format = CHECKPOINT_FORMAT
+
+    def check(self) -> None:
+        spec = self.spec
+        if spec.model not in MODELS:
+            raise ValueError(f"unknown hf model {spec.model!r}; choose one of {', '.join(MODELS)}")
+        task = MODELS[spec.model][0]
+        if self.task != task:
+            raise ValueError(f"hf model {spec.model!r} trains {task}, not {self.task}")
+        if task == IMAGE_CLASSIFICATION and len(self.class_names) < 2:
+            raise ValueError(f"classification needs at least 2 classes, got {self.class_names}")
+        if not self.class_names:
+            raise ValueError("the dataset has no classes")
+        self.best_metric = BEST_METRIC[task]
+        self.grad_clip = self.option("grad_clip", 0.1 if task == OBJECT_DETECTION else 1.0, float)
+        self.label_smoothing = self.option("label_smoothing", 0.0, float)
+
+    def build_model(self) -> torch.nn.Module:
+        job, spec = self.job, self.spec
+        if self.resume is not None:
+            self.architecture = self.resume["architecture"]
+            self.config_json = self.resume["config"]
+            return models.rebuild(self.config_json, self.architecture)
+        config, self.architecture = models.build_config(
+            spec.model, self.class_names, self.image_size
+        )
+        model = models.instantiate(config, self.architecture)
+        self.config_json = models.config_to_json(model.config)
         if spec.pretrained or job.pretrained_weights is not None:  # also init_from
             if job.pretrained_weights is None:
                 raise FileNotFoundError(
@@ -100,184 +99,100 @@ def train(job: JobContext) -> None:
                     "there or train with pretrained=false"
                 )
             models.load_pretrained(model, job.pretrained_weights, job.log)
-    model.to(device)
+        return model
 
-    hflip = _extra(extra, "hflip", 0.5, float)
-    root = Path(job.dataset_dir)
-    val_split: data.CocoSplit | None = None
-    if task == IMAGE_CLASSIFICATION:
-        augmentation = _extra(extra, "augmentation", "light", str)
-        train_set = data.ImageFolderSplit(
-            root / "train", class_names, image_size, True, hflip, augmentation
+    def build_datasets(self):
+        hflip = self.option("hflip", 0.5, float)
+        root, names, size = Path(self.job.dataset_dir), self.class_names, self.image_size
+        if self.task == IMAGE_CLASSIFICATION:
+            augmentation = self.option("augmentation", "light", str)
+            self.collate_fn = data.collate_classification
+            return (
+                data.ImageFolderSplit(root / "train", names, size, True, hflip, augmentation),
+                data.ImageFolderSplit(root / "val", names, size, False, 0.0),
+            )
+        train_split = data.CocoSplit.load(root, "train", names)
+        self.val_split = data.CocoSplit.load(root, "val", names)
+        if self.task == OBJECT_DETECTION:
+            kind, self.collate_fn = data.CocoDetection, data.collate_detection
+        else:
+            kind, self.collate_fn = data.CocoSegmentation, data.collate_segmentation
+        return kind(train_split, size, True, hflip), kind(self.val_split, size, False, 0.0)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        name = self.option("optimizer", "adamw", str).lower()
+        lr = float(self.spec.learning_rate)
+        weight_decay = self.option("weight_decay", 1e-4, float)
+        params = self.model.parameters()
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        if name == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        if name == "sgd":
+            return torch.optim.SGD(
+                params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True
+            )
+        raise ValueError(f"extra['optimizer'] must be adamw, adam or sgd, not {name!r}")
+
+    def build_scheduler(self, steps_per_epoch: int):
+        schedule = self.option("scheduler", "cosine", str).lower()
+        warmup_steps = int(round(self.option("warmup_epochs", 0.0, float) * steps_per_epoch))
+        kwargs: dict[str, Any] = {}
+        if schedule == "cosine_with_min_lr":
+            kwargs = {"scheduler_specific_kwargs": {"min_lr_rate": 0.01}}
+        try:
+            return transformers.get_scheduler(
+                schedule,
+                optimizer=self.optimizer,
+                num_warmup_steps=warmup_steps,
+                num_training_steps=steps_per_epoch * self.epochs,
+                **kwargs,
+            )
+        except ValueError as err:
+            raise ValueError(f"extra['scheduler'] = {schedule!r}: {err}") from None
+
+    def after_step(self) -> None:
+        self.scheduler.step()
+
+    def train_step(self, batch):
+        images = batch[0].to(self.device, non_blocking=True)
+        if self.task == IMAGE_CLASSIFICATION:
+            logits = self.model(pixel_values=images).logits
+            labels = batch[1].to(self.device)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+            return loss, images.shape[0], {}
+        if self.task == OBJECT_DETECTION:
+            targets = [{k: v.to(self.device) for k, v in t.items()} for t in batch[1]]
+            out = self.model(pixel_values=images, labels=targets)
+            return out.loss, images.shape[0], _loss_parts(out)
+        out = self.model(pixel_values=images, labels=batch[1].to(self.device))
+        return out.loss, images.shape[0], {}
+
+    def validate(self) -> dict[str, float]:
+        model, loader, device, autocast = self.model, self.val_loader, self.device, self.autocast
+        if self.task == IMAGE_CLASSIFICATION:
+            return classification_metrics(_logits(model), loader, device, autocast)
+        if self.task == OBJECT_DETECTION:
+            return _evaluate_detection(model, loader, self.val_split, device, autocast)
+        return _evaluate_segmentation(model, loader, device, autocast, len(self.class_names))
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, "config": self.config_json}
+
+    def describe(self) -> str:
+        return (
+            f"transformers {transformers.__version__} {self.spec.model} ({self.architecture}): "
+            f"{self.summary()}"
         )
-        val_set = data.ImageFolderSplit(root / "val", class_names, image_size, False, 0.0)
-        collate = data.collate_classification
-    else:
-        train_split = data.CocoSplit.load(root, "train", class_names)
-        val_split = data.CocoSplit.load(root, "val", class_names)
-        kind = data.CocoDetection if task == OBJECT_DETECTION else data.CocoSegmentation
-        train_set = kind(train_split, image_size, True, hflip)
-        val_set = kind(val_split, image_size, False, 0.0)
-        collate = data.collate_detection if task == OBJECT_DETECTION else data.collate_segmentation
-    if len(train_set) == 0:
-        raise ValueError(f"no training images in the prepared dataset {root}")
 
-    workers = _extra(extra, "workers", 0, int) or (
-        0 if device.type == "cpu" else min(8, os.cpu_count() or 2)
-    )
-    generator = torch.Generator().manual_seed(int(spec.seed))
-    batch_size = max(1, min(int(spec.batch_size), len(train_set)))
-    loader_args = dict(
-        collate_fn=collate,
-        num_workers=workers,
-        worker_init_fn=_seed_worker,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
-    train_loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(train_set) > batch_size,
-        generator=generator,
-        **loader_args,
-    )
-    val_loader = torch.utils.data.DataLoader(
-        val_set, batch_size=batch_size, shuffle=False, **loader_args
-    )
 
-    optimizer_name = _extra(extra, "optimizer", "adamw", str).lower()
-    lr = float(spec.learning_rate)
-    weight_decay = _extra(extra, "weight_decay", 1e-4, float)
-    if optimizer_name == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    elif optimizer_name == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    elif optimizer_name == "sgd":
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True
-        )
-    else:
-        raise ValueError(f"extra['optimizer'] must be adamw, adam or sgd, not {optimizer_name!r}")
-    steps_per_epoch = len(train_loader)
-    schedule = _extra(extra, "scheduler", "cosine", str).lower()
-    warmup_steps = int(round(_extra(extra, "warmup_epochs", 0.0, float) * steps_per_epoch))
-    scheduler_kwargs: dict[str, Any] = {}
-    if schedule == "cosine_with_min_lr":
-        scheduler_kwargs = {"scheduler_specific_kwargs": {"min_lr_rate": 0.01}}
-    try:
-        scheduler = transformers.get_scheduler(
-            schedule,
-            optimizer=optimizer,
-            num_warmup_steps=warmup_steps,
-            num_training_steps=steps_per_epoch * int(spec.epochs),
-            **scheduler_kwargs,
-        )
-    except ValueError as err:
-        raise ValueError(f"extra['scheduler'] = {schedule!r}: {err}") from None
-    autocast, scaler = autocast_for(device, _extra(extra, "amp", True, bool))
-    grad_clip = _extra(extra, "grad_clip", 0.1 if task == OBJECT_DETECTION else 1.0, float)
-    label_smoothing = _extra(extra, "label_smoothing", 0.0, float)
-    best_name = BEST_METRIC[task]
+def train(job: JobContext) -> None:
+    HFTrainer(job).run()
 
-    start_epoch = 1
-    book = EpochBook(job, Path(job.work_dir) / "hf_checkpoints", best_name, spec.patience)
-    if resume is not None:
-        torch_helpers.load_training_state(resume, model, optimizer, scheduler, scaler)
-        start_epoch = book.restore(resume)
-        generator.manual_seed(int(spec.seed) + start_epoch)
-        random.seed(int(spec.seed) + start_epoch)
-        job.log(f"resuming {spec.model} at epoch {start_epoch}/{spec.epochs}")
-    params = sum(p.numel() for p in model.parameters())
-    job.log(
-        f"transformers {transformers.__version__} {spec.model} ({architecture}): "
-        f"{params / 1e6:.2f}M parameters, {len(class_names)} classes, {image_size}px, "
-        f"{len(train_set)} train / {len(val_set)} val images, device {device}"
-    )
 
-    for epoch in range(start_epoch, int(spec.epochs) + 1):
-        model.train()
-        sums: dict[str, float] = {}
-        seen, last_lr = 0, float(optimizer.param_groups[0]["lr"])
-        for batch in train_loader:
-            images = batch[0].to(device, non_blocking=True)
-            with autocast():
-                if task == IMAGE_CLASSIFICATION:
-                    labels = batch[1].to(device)
-                    logits = model(pixel_values=images).logits
-                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-                    parts = {}
-                elif task == OBJECT_DETECTION:
-                    targets = [{k: v.to(device) for k, v in t.items()} for t in batch[1]]
-                    out = model(pixel_values=images, labels=targets)
-                    loss = out.loss
-                    parts = _loss_parts(out)
-                else:
-                    out = model(pixel_values=images, labels=batch[1].to(device))
-                    loss = out.loss
-                    parts = {}
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch}: lower learning_rate"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            last_lr = float(optimizer.param_groups[0]["lr"])
-            scheduler.step()
-            n = images.shape[0]
-            seen += n
-            sums["train/loss"] = sums.get("train/loss", 0.0) + float(loss.detach()) * n
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + value * n
-        values = {name: total / max(seen, 1) for name, total in sums.items()}
-        values["lr"] = last_lr
-        if len(val_set):
-            if task == IMAGE_CLASSIFICATION:
-                values.update(_evaluate_classification(model, val_loader, device, autocast))
-            elif task == OBJECT_DETECTION:
-                assert val_split is not None
-                values.update(_evaluate_detection(model, val_loader, val_split, device, autocast))
-            else:
-                values.update(
-                    _evaluate_segmentation(model, val_loader, device, autocast, len(class_names))
-                )
-
-        book.update(epoch, values)
-        if book.finish(
-            epoch,
-            values,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "framework": "hf",
-                "task_type": task,
-                "model_name": spec.model,
-                "architecture": architecture,
-                "config": config_json,
-                "class_names": class_names,
-                "image_size": image_size,
-                "epoch": epoch,
-                "epochs": int(spec.epochs),
-                "metrics": values,
-                **book.state(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-            },
-            images_seen=seen,
-        ):
-            return
+def _logits(model):
+    """``images -> logits`` of a transformers classifier."""
+    return lambda images: model(pixel_values=images).logits
 
 
 def _loss_parts(out: Any) -> dict[str, float]:
@@ -287,23 +202,6 @@ def _loss_parts(out: Any) -> dict[str, float]:
         if name is not None:
             parts[name] = parts.get(name, 0.0) + float(value.detach())
     return parts
-
-
-@torch.no_grad()
-def _evaluate_classification(model, loader, device, autocast) -> dict[str, float]:
-    model.eval()
-    loss_sum, top1, topk, n = 0.0, 0, 0, 0
-    for images, labels in loader:
-        images, labels = images.to(device), labels.to(device)
-        with autocast():
-            logits = model(pixel_values=images).logits
-        logits = logits.float()
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
-        top1 += int(hits[:, 0].sum())
-        topk += int(hits.any(dim=1).sum())
-        n += labels.shape[0]
-    return {"val/loss": loss_sum / n, "val/top1": top1 / n, "val/top5": topk / n}
 
 
 @torch.no_grad()
@@ -363,20 +261,12 @@ def _evaluate_segmentation(model, loader, device, autocast, num_classes: int):
 
 # --- inference ----------------------------------------------------------------------------
 
-_CACHE: dict[tuple[str, float, str], tuple[torch.nn.Module, dict[str, Any]]] = {}
+_CACHE: dict = {}
 
 
-def _load_for_inference(checkpoint: Path, device: torch.device):
-    key = (str(checkpoint.resolve()), checkpoint.stat().st_mtime, str(device))
-    if key not in _CACHE:
-        ckpt = load_checkpoint(checkpoint)
-        model = models.rebuild(ckpt["config"], ckpt["architecture"])
-        model.load_state_dict(ckpt["model"])
-        model.to(device).eval()
-        meta = {k: ckpt[k] for k in ("task_type", "class_names", "image_size")}
-        _CACHE.clear()
-        _CACHE[key] = (model, meta)
-    return _CACHE[key]
+def _predictor(checkpoint: Path):
+    wrapped, meta = inference_model(checkpoint)
+    return wrapped.model, meta
 
 
 @torch.no_grad()
@@ -391,7 +281,7 @@ def predict(
     **_unused: Any,  # task_type: the checkpoint says which task it was trained for
 ) -> Prediction:
     dev = resolve_device(device)
-    model, meta = _load_for_inference(checkpoint, dev)
+    model, meta = cached_model(_CACHE, checkpoint, dev, _predictor)
     names = list(class_names) or list(meta["class_names"])
     task = meta["task_type"]
     with Image.open(io.BytesIO(image)) as im:
@@ -402,11 +292,7 @@ def predict(
     max_detections = max_detections or 100
     if task == IMAGE_CLASSIFICATION:
         probs = model(pixel_values=pixels).logits.float().softmax(-1)[0]
-        scores, indices = probs.topk(min(5, probs.numel()))
-        result.classes = [
-            {"category_id": int(i), "category_name": names[int(i)], "score": float(s)}
-            for s, i in zip(scores.tolist(), indices.tolist(), strict=True)
-        ]
+        result.classes = top_classes(probs, names, 5)
     elif task == OBJECT_DETECTION:
         out = model(pixel_values=pixels)
         sigmoid = model.config.model_type in models.SIGMOID_DETECTORS
@@ -531,17 +417,7 @@ def evaluate_job(job: JobContext, checkpoint: Path) -> dict[str, Any]:
         loader = torch.utils.data.DataLoader(
             val_set, batch_size=batch, collate_fn=data.collate_classification
         )
-        probs, labels = [], []
-        for images, target in loader:
-            logits = model(pixel_values=images.to(device)).logits.float()
-            probs.append(logits.softmax(-1).cpu().numpy())
-            labels.append(target.numpy())
-        n = len(class_names)
-        return evaluation.classification_report(
-            np.concatenate(probs) if probs else np.zeros((0, n)),
-            np.concatenate(labels) if labels else np.zeros(0),
-            n,
-        )
+        return classification_evaluation(_logits(model), loader, device, len(class_names))
     split = data.CocoSplit.load(root, "val", class_names)
     if task == OBJECT_DETECTION:
         val_set = data.CocoDetection(split, image_size, False, 0.0)

@@ -1,4 +1,5 @@
-"""Build each catalogued model from its transformers ``*Config`` (random init, no hub).
+"""Build each catalogued model (trainers.hf.adapter.CATALOGUE, the one table of names and
+sizes) from its transformers ``*Config`` (random init, no hub).
 
 A checkpoint stores the config as JSON plus the architecture class name, so a model is
 rebuilt from the checkpoint alone (:func:`rebuild`), whatever the catalogue says later.
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 import transformers as tf
 
-from trainers.hf.adapter import MODELS
+from trainers.hf.adapter import CATALOGUE
 from trainers.runtime.adapter import SEMANTIC_SEGMENTATION
 
 # Families whose detection head scores classes with a sigmoid (focal loss, no "no object"
@@ -27,158 +28,52 @@ def _labels(names: list[str]) -> dict[str, Any]:
     }
 
 
-def _tiny_resnet() -> tf.ResNetConfig:
-    return tf.ResNetConfig(
-        embedding_size=16,
-        hidden_sizes=[16, 32, 64, 128],
-        depths=[1, 1, 1, 1],
-        layer_type="basic",
-        out_features=["stage4"],
-    )
-
-
-def _resnet50() -> tf.ResNetConfig:
-    return tf.ResNetConfig(out_features=["stage4"])
-
-
-def _micro_detr_dims() -> dict[str, Any]:
-    return dict(
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        num_queries=20,
-        auxiliary_loss=True,
-    )
-
-
 def _swin_window(image_size: int, window: int, patch: int = 4, stages: int = 4) -> int:
     # transformers' Swin breaks when the last stage is smaller than the window.
     return max(1, min(window, image_size // (patch * 2 ** (stages - 1))))
 
 
-def build_config(name: str, class_names: list[str], image_size: int) -> tuple[Any, str]:
-    """(config, architecture class name) for a catalogued model and this dataset."""
-    if name not in MODELS:
-        raise ValueError(f"unknown hf model {name!r}; choose one of {', '.join(MODELS)}")
-    task = MODELS[name][0]
-    n = image_size
-    if task == SEMANTIC_SEGMENTATION:
-        labels = _labels(["background", *class_names])
-    else:
-        labels = _labels(class_names)
+# family -> (config class, architecture class) in transformers
+ARCHITECTURES = {
+    "vit": ("ViTConfig", "ViTForImageClassification"),
+    "deit": ("DeiTConfig", "DeiTForImageClassification"),
+    "convnext": ("ConvNextConfig", "ConvNextForImageClassification"),
+    "swin": ("SwinConfig", "SwinForImageClassification"),
+    "detr": ("DetrConfig", "DetrForObjectDetection"),
+    "conditional_detr": ("ConditionalDetrConfig", "ConditionalDetrForObjectDetection"),
+    "rt_detr": ("RTDetrConfig", "RTDetrForObjectDetection"),
+    "yolos": ("YolosConfig", "YolosForObjectDetection"),
+    "segformer": ("SegformerConfig", "SegformerForSemanticSegmentation"),
+}
 
-    vit_sizes = {
-        "micro": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=8),
-        "tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768, patch_size=16),
-        "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, patch_size=16),
-        "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, patch_size=16),
-    }  # fmt: skip
-    family, _, size = name.partition("-")
-    if family == "vit":
-        return tf.ViTConfig(image_size=n, **vit_sizes[size], **labels), "ViTForImageClassification"
-    if family == "deit":
-        return tf.DeiTConfig(
-            image_size=n, **vit_sizes[size], **labels
-        ), "DeiTForImageClassification"
-    if family == "convnext":
-        dims = {
-            "micro": ([16, 32, 64, 128], [1, 1, 1, 1]),
-            "tiny": ([96, 192, 384, 768], [3, 3, 9, 3]),
-            "small": ([96, 192, 384, 768], [3, 3, 27, 3]),
-        }[size]
-        config = tf.ConvNextConfig(hidden_sizes=dims[0], depths=dims[1], image_size=n, **labels)
-        return config, "ConvNextForImageClassification"
-    if family == "swin":
-        embed, depths, heads, window = {
-            "micro": (16, [1, 1, 1, 1], [1, 2, 4, 8], 4),
-            "tiny": (96, [2, 2, 6, 2], [3, 6, 12, 24], 7),
-            "small": (96, [2, 2, 18, 2], [3, 6, 12, 24], 7),
-        }[size]
-        config = tf.SwinConfig(
-            image_size=n,
-            patch_size=4,
-            embed_dim=embed,
-            depths=depths,
-            num_heads=heads,
-            window_size=_swin_window(n, window),
-            **labels,
-        )
-        return config, "SwinForImageClassification"
-    if name.startswith("conditional-detr-"):
-        if name.endswith("micro"):
-            config = tf.ConditionalDetrConfig(
-                backbone_config=_tiny_resnet(), **_micro_detr_dims(), **labels
-            )
-        else:
-            config = tf.ConditionalDetrConfig(
-                backbone_config=_resnet50(), auxiliary_loss=True, **labels
-            )
-        return config, "ConditionalDetrForObjectDetection"
-    if family == "detr":
-        if size == "micro":
-            config = tf.DetrConfig(backbone_config=_tiny_resnet(), **_micro_detr_dims(), **labels)
-        else:
-            config = tf.DetrConfig(backbone_config=_resnet50(), auxiliary_loss=True, **labels)
-        return config, "DetrForObjectDetection"
-    if name.startswith("rt-detr-"):
-        if name.endswith("micro"):
-            backbone = tf.RTDetrResNetConfig(
-                embedding_size=16,
-                hidden_sizes=[16, 32, 64, 128],
-                depths=[1, 1, 1, 1],
-                layer_type="basic",
-                out_features=["stage2", "stage3", "stage4"],
-            )
-            dims = dict(
-                encoder_hidden_dim=64,
-                encoder_in_channels=[32, 64, 128],
-                encoder_ffn_dim=128,
-                encoder_attention_heads=4,
-                d_model=64,
-                decoder_in_channels=[64, 64, 64],
-                decoder_ffn_dim=128,
-                decoder_layers=2,
-                decoder_attention_heads=4,
-                num_queries=30,
-                num_denoising=20,
-            )
-        else:
-            backbone = tf.RTDetrResNetConfig(
-                embedding_size=64,
-                hidden_sizes=[64, 128, 256, 512],
-                depths=[2, 2, 2, 2],
-                layer_type="basic",
-                out_features=["stage2", "stage3", "stage4"],
-            )
-            dims = dict(encoder_in_channels=[128, 256, 512], decoder_layers=3)
-        config = tf.RTDetrConfig(
-            backbone_config=backbone,
-            anchor_image_size=None,  # anchors follow the input size
-            freeze_backbone_batch_norms=False,  # random init: keep BatchNorm trainable
-            **dims,
-            **labels,
-        )
-        return config, "RTDetrForObjectDetection"
-    if family == "yolos":
-        dims = {
-            "micro": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_detection_tokens=20),
-            "tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768, num_detection_tokens=100),
-        }[size]  # fmt: skip
-        config = tf.YolosConfig(image_size=[n, n], patch_size=16, **dims, **labels)
-        return config, "YolosForObjectDetection"
-    if family == "segformer":
-        dims = {
-            "micro": dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 4], decoder_hidden_size=64),
-            "b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], num_attention_heads=[1, 2, 5, 8], decoder_hidden_size=256),
-            "b1": dict(hidden_sizes=[64, 128, 320, 512], depths=[2, 2, 2, 2], num_attention_heads=[1, 2, 5, 8], decoder_hidden_size=256),
-        }[size]  # fmt: skip
-        config = tf.SegformerConfig(semantic_loss_ignore_index=255, **dims, **labels)
-        return config, "SegformerForSemanticSegmentation"
-    raise ValueError(f"no builder for hf model {name!r}")  # pragma: no cover
+
+def build_config(name: str, class_names: list[str], image_size: int) -> tuple[Any, str]:
+    """(config, architecture class name) for a catalogued model and this dataset: the
+    catalogue's sizes plus what depends on the input size and the classes."""
+    if name not in CATALOGUE:
+        raise ValueError(f"unknown hf model {name!r}; choose one of {', '.join(CATALOGUE)}")
+    entry = CATALOGUE[name]
+    n = image_size
+    kwargs = dict(entry.dims)
+    names = ["background", *class_names] if entry.task == SEMANTIC_SEGMENTATION else class_names
+    kwargs.update(_labels(names))
+    family = entry.family
+    if family in ("vit", "deit", "convnext"):
+        kwargs["image_size"] = n
+    elif family == "swin":
+        kwargs.update(image_size=n, patch_size=4, window_size=_swin_window(n, kwargs.pop("window")))
+    elif family in ("detr", "conditional_detr"):
+        kwargs["backbone_config"] = tf.ResNetConfig(**kwargs.pop("backbone"))
+    elif family == "rt_detr":
+        kwargs["backbone_config"] = tf.RTDetrResNetConfig(**kwargs.pop("backbone"))
+        kwargs["anchor_image_size"] = None  # anchors follow the input size
+        kwargs["freeze_backbone_batch_norms"] = False  # random init: keep BatchNorm trainable
+    elif family == "yolos":
+        kwargs.update(image_size=[n, n], patch_size=16)
+    elif family == "segformer":
+        kwargs["semantic_loss_ignore_index"] = 255
+    config_class, architecture = ARCHITECTURES[family]
+    return getattr(tf, config_class)(**kwargs), architecture
 
 
 def instantiate(config: Any, architecture: str) -> torch.nn.Module:

@@ -21,13 +21,15 @@ the snapshot manifest with ``visionmesh.formats`` writers; splits are "train" an
 ``JobContext.class_names`` lists the classes in the index order the layout uses (YOLO class
 index, sorted ImageFolder folder names, or COCO categories sorted by id).
 
-Additions made while building the runtime (all optional, backwards compatible):
+Beyond ``train`` and ``predict``, the contract has these parts (all optional for an
+adapter; the runtime has a default for each):
 
 - ``JobContext.report_epoch(..., is_best=None)``: an adapter whose framework picks its own
   best checkpoint (ultralytics' fitness) passes ``is_best``; when None the runtime compares
-  ``FrameworkAdapter.best_metric(task)`` (higher is better, or lower for ``*loss`` names).
-- ``JobContext.category_ids``: the dataset's category ids in ``class_names`` order.
-- ``JobContext.images_per_epoch``: training images in the prepared dataset.
+  ``FrameworkAdapter.best_metric(task)`` by its direction (:func:`records.is_better`:
+  lower is better for ``*loss`` names, higher for the rest).
+- ``JobContext.category_ids``: the dataset's category ids in ``class_names`` order;
+  ``JobContext.images_per_epoch``: training images in the prepared dataset.
 - ``FrameworkAdapter.best_metric(task)``: the normalized metric that picks best.pt (shown
   as ``Job.best_metric_name``). Default: val/top1 for classification, val/map50_95 else.
 - ``FrameworkAdapter.pretrained_key(model, task)``: object store key of pretrained weights;
@@ -41,18 +43,18 @@ Additions made while building the runtime (all optional, backwards compatible):
   type, range, choices) for adapters that declare every extra key they accept.
 - :class:`EngineAdapter`: a FrameworkAdapter whose ``train`` and ``predict`` live in one
   module (``engine_module``) imported only in the job / predict child, after ``child_env``
-  is set (e.g. :data:`HUB_OFFLINE_ENV`, which keeps huggingface_hub off the network).
+  is set (e.g. :data:`HUB_OFFLINE_ENV`, which keeps huggingface_hub off the network). The
+  torch engines (timm, hf) build on :mod:`trainers.runtime.torchkit`.
 - ``FrameworkAdapter.resolve_model(model, task)``: the name that is actually built
   (e.g. ultralytics maps "yolo11n" + segmentation to "yolo11n-seg"); default: unchanged.
-- After training (DESIGN.md section 12), all optional: ``export(checkpoint, fmt, ...)``
-  writes an ONNX or TorchScript file (run in an export child process);
-  ``evaluate(job, checkpoint)`` returns the raw evaluation of best.pt on the val split
-  (see :mod:`trainers.runtime.evaluation` for its shape; an engine module names it
-  ``evaluate_job``; the runtime names classes, draws
-  the pictures and stores it); ``check_weights(path, model, task)`` loads an uploaded
-  weights file for that model and task (UploadWeights keeps it only if this returns) and
-  describes it in words. ``JobContext.pretrained_weights`` also carries ``init_from``
-  weights (a finished job's best.pt or uploaded weights).
+- After training, ``export(checkpoint, fmt, ...)`` writes an ONNX or TorchScript file (run
+  in an export child process); ``evaluate(job, checkpoint)`` returns the raw evaluation of
+  best.pt on the val split (see :mod:`trainers.runtime.evaluation` for its shape; an engine
+  module names it ``evaluate_job``; the runtime names classes, draws the pictures and
+  stores it); ``check_weights(path, model, task)`` loads an uploaded weights file for that
+  model and task (UploadWeights keeps it only if this returns) and describes it in words.
+  ``JobContext.pretrained_weights`` also carries ``init_from`` weights (a finished job's
+  best.pt or uploaded weights).
 - Predict: ``Prediction`` entries may give ``category_id`` as the class index
   (position in ``class_names``); the runtime maps each entry to the dataset's category id by
   ``category_name`` (falling back to that index), so either convention works.
@@ -165,9 +167,9 @@ class JobContext(Protocol):
     resume_from: Path | None
     # Pretrained weights fetched from models/pretrained/<framework>/..., or None.
     pretrained_weights: Path | None
-    # The dataset's category ids in ``class_names`` order (an addition, see the docstring).
+    # The dataset's category ids in ``class_names`` order.
     category_ids: list[int]
-    # Training images in the prepared dataset (an addition).
+    # Training images in the prepared dataset.
     images_per_epoch: int
 
     def report_epoch(

@@ -247,7 +247,19 @@ def metrics_jsonl(records: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in records)
 
 
+def lower_is_better(metric: str) -> bool:
+    """A metric's direction: losses (``*loss``) are minimised, the rest (top1, mAP, mIoU)
+    maximised. The one rule for "best epoch", used by the runtime and the torch loop."""
+    return metric.endswith("loss")
+
+
+def score(metric: str, value: float) -> float:
+    """``value`` oriented so that higher is better (a loss negated)."""
+    return -float(value) if lower_is_better(metric) else float(value)
+
+
 def is_better(metric: str, value: float, best: float | None) -> bool:
+    """True when ``value`` of ``metric`` beats ``best`` (None: nothing to beat yet)."""
     if best is None:
         return True
-    return value < best if metric.endswith("loss") else value > best
+    return score(metric, value) > score(metric, best)

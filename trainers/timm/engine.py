@@ -1,8 +1,9 @@
 """timm training and inference, run inside a job's child process (imports torch and timm).
 
-One checkpoint file per epoch carries everything a resume or a Predict needs: the model
-name and its timm data config, class names, image size, model / optimizer / scheduler /
-grad-scaler state, the epoch, and the early-stopping state.
+Training is :class:`TimmTrainer` on the torch kit's loop (trainers.runtime.torchkit.loop);
+this module keeps timm's specifics: the model (pretrained / init_from weights), its data
+config and transforms, timm's optimizers and per-epoch schedulers. The checkpoint adds
+the timm data config to the loop's common fields.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,19 @@ import timm.data
 import timm.optim
 import timm.scheduler
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from trainers.runtime import torch_helpers
 from trainers.runtime.adapter import IMAGE_CLASSIFICATION, JobContext, Prediction
-from trainers.runtime.epochs import EpochBook
-from trainers.runtime.imagefolder import imagefolder_samples
-from trainers.runtime.torch_helpers import autocast_for, resolve_device, seed_everything
-from trainers.runtime.torch_helpers import extra_value as _extra
+from trainers.runtime.torchkit import helpers
+from trainers.runtime.torchkit.helpers import (
+    cached_model,
+    classification_evaluation,
+    classification_metrics,
+    resolve_device,
+    top_classes,
+)
+from trainers.runtime.torchkit.imagefolder import imagefolder_samples
+from trainers.runtime.torchkit.loop import TorchTrainer
 
 CHECKPOINT_FORMAT = "visionmesh.timm/1"
 BEST_METRIC = "val/top1"
@@ -38,7 +42,7 @@ BEST_METRIC = "val/top1"
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch_helpers.load_checkpoint(path, CHECKPOINT_FORMAT, "timm")
+    return helpers.load_checkpoint(path, CHECKPOINT_FORMAT, "timm")
 
 
 def check_model_name(name: str) -> None:
@@ -151,221 +155,133 @@ class ImageFolderSplit(torch.utils.data.Dataset):
 # --- training -----------------------------------------------------------------------------
 
 
-def train(job: JobContext) -> None:
-    spec = job.spec
-    if spec.task_type != IMAGE_CLASSIFICATION:
-        raise ValueError(
-            f"the timm trainer trains {IMAGE_CLASSIFICATION} only, not {spec.task_type}"
+class TimmTrainer(TorchTrainer):
+    """timm's model, transforms, optimizer and scheduler (per epoch) on the torch loop."""
+
+    framework = "timm"
+    checkpoint_format = CHECKPOINT_FORMAT
+    best_metric = BEST_METRIC
+
+    def __init__(self, job: JobContext) -> None:
+        super().__init__(job)
+        self.criterion = torch.nn.CrossEntropyLoss(
+            label_smoothing=self.option("label_smoothing", 0.1, float)
         )
-    if len(job.class_names) < 2:
-        raise ValueError(f"classification needs at least 2 classes, got {job.class_names}")
-    extra = dict(spec.extra or {})
-    device = resolve_device(spec.device)
-    seed_everything(int(spec.seed))
-    num_classes = len(job.class_names)
 
-    resume = load_checkpoint(Path(job.resume_from)) if job.resume_from else None
-    if resume is not None:
-        if resume["model_name"] != spec.model or list(resume["class_names"]) != list(
-            job.class_names
-        ):
+    def check(self) -> None:
+        if self.task != IMAGE_CLASSIFICATION:
             raise ValueError(
-                "the resume checkpoint was trained for another model or class list "
-                f"({resume['model_name']}, {resume['class_names']})"
+                f"the timm trainer trains {IMAGE_CLASSIFICATION} only, not {self.task}"
             )
-        image_size = int(resume["image_size"])
-    else:
-        image_size = int(spec.image_size)
+        if len(self.class_names) < 2:
+            raise ValueError(f"classification needs at least 2 classes, got {self.class_names}")
 
-    drop_rate = _extra(extra, "drop_rate", 0.0, float)
-    kwargs: dict[str, Any] = {"drop_rate": drop_rate} if drop_rate else {}
-    init = None  # init_from: a visionmesh timm checkpoint (a finished job's best.pt)
-    if job.pretrained_weights is not None and resume is None:
-        with contextlib.suppress(Exception):
-            candidate = torch.load(job.pretrained_weights, map_location="cpu", weights_only=False)
-            if isinstance(candidate, dict) and candidate.get("format") == CHECKPOINT_FORMAT:
-                init = candidate
-    if init is None and (spec.pretrained or job.pretrained_weights) and resume is None:
-        if job.pretrained_weights is None:
-            raise FileNotFoundError(
-                f"pretrained weights for {spec.model!r} requested, but the object store has "
-                f"no models/pretrained/timm/{spec.model}.pt: upload them there "
-                "or train with pretrained=false"
-            )
-        weights = _weights_file(Path(job.pretrained_weights))
-        job.log(f"loading pretrained weights from {weights.name}")
-        kwargs["pretrained"] = True
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
-    model = create_model(spec.model, num_classes, image_size, **kwargs)
-    if init is not None:
-        load_init(model, init, job)
-    model.to(device)
-    config = dict(resume["data_config"]) if resume else data_config(model, image_size)
-    augmentation = _extra(extra, "augmentation", "light", str)
-    train_tf, val_tf = build_transforms(config, augmentation)
-
-    train_set = ImageFolderSplit(Path(job.dataset_dir) / "train", job.class_names, train_tf)
-    val_set = ImageFolderSplit(Path(job.dataset_dir) / "val", job.class_names, val_tf)
-    if len(train_set) == 0:
-        raise ValueError(f"no training images under {Path(job.dataset_dir) / 'train'}")
-    workers = _extra(extra, "workers", 0, int) or (
-        0 if device.type == "cpu" else min(8, os.cpu_count() or 2)
-    )
-    generator = torch.Generator().manual_seed(int(spec.seed))
-    batch_size = max(1, min(int(spec.batch_size), len(train_set)))
-    train_loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(train_set) > batch_size,
-        num_workers=workers,
-        generator=generator,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
-    val_loader = torch.utils.data.DataLoader(
-        val_set, batch_size=batch_size, shuffle=False, num_workers=workers
-    )
-
-    optimizer_name = _extra(extra, "optimizer", "adamw", str).lower()
-    if optimizer_name not in timm.optim.list_optimizers():
-        close = difflib.get_close_matches(optimizer_name, timm.optim.list_optimizers(), n=5)
-        raise ValueError(f"extra['optimizer']: timm has no optimizer {optimizer_name!r} ({close})")
-    opt_kwargs: dict[str, Any] = {}
-    if optimizer_name in ("sgd", "momentum", "rmsprop", "nesterov"):
-        opt_kwargs["momentum"] = _extra(extra, "momentum", 0.9, float)
-    optimizer = timm.optim.create_optimizer_v2(
-        model,
-        opt=optimizer_name,
-        lr=float(spec.learning_rate),
-        weight_decay=_extra(extra, "weight_decay", 0.05, float),
-        **opt_kwargs,
-    )
-    sched_name = _extra(extra, "scheduler", "cosine", str).lower()
-    warmup = _extra(extra, "warmup_epochs", 0, int)
-    scheduler, _ = timm.scheduler.create_scheduler_v2(
-        optimizer,
-        sched=sched_name,
-        num_epochs=int(spec.epochs),
-        warmup_epochs=warmup,
-        warmup_lr=float(spec.learning_rate) * 0.1,
-        min_lr=_extra(extra, "min_lr", 0.0, float),
-        plateau_mode="max",
-    )
-    autocast, scaler = autocast_for(device, _extra(extra, "amp", True, bool))
-    criterion = torch.nn.CrossEntropyLoss(
-        label_smoothing=_extra(extra, "label_smoothing", 0.1, float)
-    )
-
-    start_epoch = 1
-    book = EpochBook(job, Path(job.work_dir) / "timm_checkpoints", BEST_METRIC, spec.patience)
-    if resume is not None:
-        torch_helpers.load_training_state(resume, model, optimizer, scheduler, scaler)
-        start_epoch = book.restore(resume)
-        # Different epochs' shuffles even after a resume.
-        generator.manual_seed(int(spec.seed) + start_epoch)
-        job.log(f"resuming {spec.model} at epoch {start_epoch}/{spec.epochs}")
-    else:
-        if scheduler is not None:
-            scheduler.step(0)
-    params = sum(p.numel() for p in model.parameters())
-    job.log(
-        f"timm {timm.__version__} {spec.model}: {params / 1e6:.2f}M parameters, {num_classes} "
-        f"classes, {image_size}px, {len(train_set)} train / {len(val_set)} val images, "
-        f"device {device}, optimizer {optimizer_name}, scheduler {sched_name}"
-    )
-
-    for epoch in range(start_epoch, int(spec.epochs) + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        model.train()
-        total_loss, seen, steps = 0.0, 0, 0
-        for images, labels in train_loader:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            with autocast():
-                loss = criterion(model(images), labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch}: lower learning_rate"
+    def build_model(self) -> torch.nn.Module:
+        job, spec = self.job, self.spec
+        drop_rate = self.option("drop_rate", 0.0, float)
+        kwargs: dict[str, Any] = {"drop_rate": drop_rate} if drop_rate else {}
+        fresh = self.resume is None
+        init = None  # init_from: a visionmesh timm checkpoint (a finished job's best.pt)
+        if job.pretrained_weights is not None and fresh:
+            with contextlib.suppress(Exception):
+                candidate = torch.load(
+                    job.pretrained_weights, map_location="cpu", weights_only=False
                 )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            total_loss += float(loss.detach()) * labels.shape[0]
-            seen += labels.shape[0]
-            steps += 1
-        values: dict[str, float] = {"train/loss": total_loss / max(seen, 1), "lr": float(lr)}
-        if len(val_set):
-            values.update(evaluate(model, val_loader, device, autocast, num_classes))
+                if isinstance(candidate, dict) and candidate.get("format") == CHECKPOINT_FORMAT:
+                    init = candidate
+        if init is None and (spec.pretrained or job.pretrained_weights) and fresh:
+            if job.pretrained_weights is None:
+                raise FileNotFoundError(
+                    f"pretrained weights for {spec.model!r} requested, but the object store "
+                    f"has no models/pretrained/timm/{spec.model}.pt: upload them there "
+                    "or train with pretrained=false"
+                )
+            weights = _weights_file(Path(job.pretrained_weights))
+            job.log(f"loading pretrained weights from {weights.name}")
+            kwargs["pretrained"] = True
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+        model = create_model(spec.model, len(self.class_names), self.image_size, **kwargs)
+        if init is not None:
+            load_init(model, init, job)
+        resume = self.resume
+        self.config = dict(resume["data_config"]) if resume else data_config(model, self.image_size)
+        return model
 
-        book.update(epoch, values)
-        if scheduler is not None:
-            scheduler.step(epoch, values.get(BEST_METRIC))
-        if book.finish(
-            epoch,
-            values,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "framework": "timm",
-                "task_type": IMAGE_CLASSIFICATION,
-                "model_name": spec.model,
-                "class_names": list(job.class_names),
-                "image_size": image_size,
-                "data_config": config,
-                "epoch": epoch,
-                "epochs": int(spec.epochs),
-                "metrics": values,
-                **book.state(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-            },
-            images_seen=seen,
-        ):
-            return
+    def build_datasets(self):
+        augmentation = self.option("augmentation", "light", str)
+        train_tf, val_tf = build_transforms(self.config, augmentation)
+        root = Path(self.job.dataset_dir)
+        return (
+            ImageFolderSplit(root / "train", self.class_names, train_tf),
+            ImageFolderSplit(root / "val", self.class_names, val_tf),
+        )
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        name = self.optimizer_name = self.option("optimizer", "adamw", str).lower()
+        if name not in timm.optim.list_optimizers():
+            close = difflib.get_close_matches(name, timm.optim.list_optimizers(), n=5)
+            raise ValueError(f"extra['optimizer']: timm has no optimizer {name!r} ({close})")
+        opt_kwargs: dict[str, Any] = {}
+        if name in ("sgd", "momentum", "rmsprop", "nesterov"):
+            opt_kwargs["momentum"] = self.option("momentum", 0.9, float)
+        return timm.optim.create_optimizer_v2(
+            self.model,
+            opt=name,
+            lr=float(self.spec.learning_rate),
+            weight_decay=self.option("weight_decay", 0.05, float),
+            **opt_kwargs,
+        )
+
+    def build_scheduler(self, steps_per_epoch: int):
+        self.sched_name = self.option("scheduler", "cosine", str).lower()
+        scheduler, _ = timm.scheduler.create_scheduler_v2(
+            self.optimizer,
+            sched=self.sched_name,
+            num_epochs=self.epochs,
+            warmup_epochs=self.option("warmup_epochs", 0, int),
+            warmup_lr=float(self.spec.learning_rate) * 0.1,
+            min_lr=self.option("min_lr", 0.0, float),
+            plateau_mode="max",
+        )
+        return scheduler
+
+    def start_schedule(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step(0)
+
+    def train_step(self, batch):
+        images, labels = (t.to(self.device, non_blocking=True) for t in batch)
+        return self.criterion(self.model(images), labels), labels.shape[0], {}
+
+    def validate(self) -> dict[str, float]:
+        return classification_metrics(self.model, self.val_loader, self.device, self.autocast)
+
+    def after_epoch(self, epoch: int, values: dict[str, float]) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step(epoch, values.get(BEST_METRIC))
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {"data_config": self.config}
+
+    def describe(self) -> str:
+        return (
+            f"timm {timm.__version__} {self.spec.model}: {self.summary()}, "
+            f"optimizer {self.optimizer_name}, scheduler {self.sched_name}"
+        )
 
 
-@torch.no_grad()
-def evaluate(model, loader, device, autocast, num_classes: int) -> dict[str, float]:
-    model.eval()
-    k = min(5, num_classes)
-    loss_sum, top1, topk, n = 0.0, 0, 0, 0
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with autocast():
-            logits = model(images)
-        logits = logits.float()
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        best = logits.topk(k, dim=1).indices
-        hits = best == labels[:, None]
-        top1 += int(hits[:, 0].sum())
-        topk += int(hits.any(dim=1).sum())
-        n += labels.shape[0]
-    return {"val/loss": loss_sum / n, "val/top1": top1 / n, "val/top5": topk / n}
+def train(job: JobContext) -> None:
+    TimmTrainer(job).run()
 
 
 # --- inference ----------------------------------------------------------------------------
 
-_CACHE: dict[tuple[str, float, str], tuple[torch.nn.Module, Any, list[str]]] = {}
+_CACHE: dict = {}
 
 
-def _load_for_inference(checkpoint: Path, device: torch.device):
-    key = (str(checkpoint.resolve()), checkpoint.stat().st_mtime, str(device))
-    if key not in _CACHE:
-        ckpt = load_checkpoint(checkpoint)
-        model = create_model(ckpt["model_name"], len(ckpt["class_names"]), int(ckpt["image_size"]))
-        model.load_state_dict(ckpt["model"])
-        model.to(device).eval()
-        _CACHE.clear()
-        _CACHE[key] = (model, eval_transform(ckpt["data_config"]), list(ckpt["class_names"]))
-    return _CACHE[key]
+def _predictor(checkpoint: Path):
+    model, ckpt = _inference_model(checkpoint)
+    return model, (eval_transform(ckpt["data_config"]), list(ckpt["class_names"]))
 
 
 @torch.no_grad()
@@ -379,22 +295,17 @@ def predict(
     **_unused: Any,  # the rest of FrameworkAdapter.predict's options (confidence, ...)
 ) -> Prediction:
     dev = resolve_device(device)
-    model, transform, names = _load_for_inference(checkpoint, dev)
+    model, (transform, names) = cached_model(_CACHE, checkpoint, dev, _predictor)
     names = list(class_names) or names
     with Image.open(io.BytesIO(image)) as im:
         rgb = im.convert("RGB")
     x = transform(rgb).unsqueeze(0).to(dev)
     probs = model(x).float().softmax(dim=1)[0]
-    scores, indices = probs.topk(min(top_k, probs.numel()))
-    classes = [
-        {"category_id": int(i), "category_name": names[int(i)], "score": float(s)}
-        for s, i in zip(scores.tolist(), indices.tolist(), strict=True)
-    ]
     return Prediction(
         task_type=IMAGE_CLASSIFICATION,
         image_width=rgb.width,
         image_height=rgb.height,
-        classes=classes,
+        classes=top_classes(probs, names, top_k),
     )
 
 
@@ -444,10 +355,6 @@ def export(checkpoint: Path, fmt: str, *, image_size: int, out_dir: Path, device
 @torch.no_grad()
 def evaluate_job(job: JobContext, checkpoint: Path) -> dict[str, Any]:
     """Per-class precision / recall / accuracy, confusion matrix and PR curves on val."""
-    import numpy as np
-
-    from trainers.runtime import evaluation
-
     model, ckpt = _inference_model(checkpoint)
     device = resolve_device(job.spec.device)
     model.to(device)
@@ -455,16 +362,7 @@ def evaluate_job(job: JobContext, checkpoint: Path) -> dict[str, Any]:
         Path(job.dataset_dir) / "val", job.class_names, eval_transform(ckpt["data_config"])
     )
     loader = torch.utils.data.DataLoader(val_set, batch_size=max(1, job.spec.batch_size))
-    probs, labels = [], []
-    for images, target in loader:
-        probs.append(model(images.to(device)).float().softmax(1).cpu().numpy())
-        labels.append(target.numpy())
-    n = len(job.class_names)
-    return evaluation.classification_report(
-        np.concatenate(probs) if probs else np.zeros((0, n)),
-        np.concatenate(labels) if labels else np.zeros(0),
-        n,
-    )
+    return classification_evaluation(model, loader, device, len(job.class_names))
 
 
 def check_weights(path: Path, model_name: str, task_type: str) -> str:

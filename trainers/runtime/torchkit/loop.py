@@ -1,0 +1,252 @@
+"""The training loop of the torch engines (timm, hf), with hooks for each framework.
+
+Like ultralytics' BaseTrainer: :meth:`TorchTrainer.run` checks the spec, picks the device,
+seeds, reads a resume checkpoint, builds the model, data loaders, optimizer, scheduler and
+AMP through hooks, then for each epoch trains, validates, reports, checkpoints and stops
+(early, or on request) through :class:`EpochBook`. An engine subclasses it and keeps only
+its framework's specifics: model building (pretrained / init_from weights), datasets, a
+batch -> loss, validation metrics, optimizer and schedule, its checkpoint fields.
+
+One checkpoint file per epoch carries everything a resume or a Predict needs: the common
+fields written here (format, framework, task, model name, class names, image size, epoch,
+metrics, early-stopping state, model / optimizer / scheduler / grad-scaler state) plus the
+engine's :meth:`TorchTrainer.checkpoint_fields`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainers.runtime.adapter import JobContext
+from trainers.runtime.torchkit import helpers
+from trainers.runtime.torchkit.epochs import EpochBook
+
+
+class TorchTrainer:
+    """One training run of a job; subclasses fill in the hooks below ``run``."""
+
+    framework = ""  #: "timm", "hf": the checkpoint's ``framework`` and error messages
+    checkpoint_format = ""  #: the checkpoint's ``format`` (e.g. "visionmesh.timm/1")
+    best_metric = "val/loss"  #: the metric EpochBook picks the best epoch and patience by
+    collate_fn: Any = None  #: DataLoader collate function (None: torch's default)
+    grad_clip = 0.0  #: max gradient norm; 0 = off
+
+    def __init__(self, job: JobContext) -> None:
+        self.job = job
+        self.spec = job.spec
+        self.task = job.spec.task_type
+        self.extra = dict(job.spec.extra or {})
+        self.class_names = list(job.class_names)
+        self.seed = int(job.spec.seed)
+        self.epochs = int(job.spec.epochs)
+        self.image_size = int(job.spec.image_size)
+        self.resume: dict[str, Any] | None = None
+        self.device = torch.device("cpu")
+        self.model: torch.nn.Module
+        self.autocast = helpers.autocast_for(self.device, False)[0]
+        self.scaler = None
+
+    def option(self, key: str, default: Any, kind: type) -> Any:
+        """``spec.extra[key]`` as ``kind``, or ``default`` when absent or empty."""
+        return helpers.extra_value(self.extra, key, default, kind)
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        return helpers.load_checkpoint(path, self.checkpoint_format, self.framework)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        job, spec = self.job, self.spec
+        self.check()
+        self.device = helpers.resolve_device(spec.device)
+        helpers.seed_everything(self.seed)
+        if job.resume_from:
+            self.resume = self.load_checkpoint(Path(job.resume_from))
+            if self.resume["model_name"] != spec.model or (
+                list(self.resume["class_names"]) != self.class_names
+            ):
+                raise ValueError(
+                    "the resume checkpoint was trained for another model or class list "
+                    f"({self.resume['model_name']}, {self.resume['class_names']})"
+                )
+            self.image_size = int(self.resume["image_size"])
+        self.model = self.build_model()
+        self.model.to(self.device)
+        self.train_set, self.val_set = self.build_datasets()
+        if len(self.train_set) == 0:
+            raise ValueError(f"no training images in the prepared dataset {job.dataset_dir}")
+        train_loader, self.val_loader = self.build_loaders()
+        self.optimizer = self.build_optimizer()
+        self.scheduler = self.build_scheduler(len(train_loader))
+        self.autocast, self.scaler = helpers.autocast_for(
+            self.device, self.option("amp", True, bool)
+        )
+        folder = Path(job.work_dir) / f"{self.framework}_checkpoints"
+        book = EpochBook(job, folder, self.best_metric, spec.patience)
+        start_epoch = 1
+        if self.resume is not None:
+            helpers.load_training_state(
+                self.resume, self.model, self.optimizer, self.scheduler, self.scaler
+            )
+            start_epoch = book.restore(self.resume)
+            # Different epochs' shuffles and augmentations even after a resume.
+            self.generator.manual_seed(self.seed + start_epoch)
+            random.seed(self.seed + start_epoch)
+            job.log(f"resuming {spec.model} at epoch {start_epoch}/{spec.epochs}")
+        else:
+            self.start_schedule()
+        job.log(self.describe())
+
+        for epoch in range(start_epoch, self.epochs + 1):
+            values, seen = self.train_epoch(train_loader, epoch)
+            if len(self.val_set):
+                self.model.eval()
+                with torch.no_grad():
+                    values.update(self.validate())
+            book.update(epoch, values)
+            self.after_epoch(epoch, values)
+            if book.finish(epoch, values, self.checkpoint(epoch, values, book), images_seen=seen):
+                return
+
+    def build_loaders(self):
+        """(train loader: shuffled with a seeded generator, val loader)."""
+        workers = self.option("workers", 0, int) or (
+            0 if self.device.type == "cpu" else min(8, os.cpu_count() or 2)
+        )
+        self.generator = torch.Generator().manual_seed(self.seed)
+        batch_size = max(1, min(int(self.spec.batch_size), len(self.train_set)))
+        loader_args: dict[str, Any] = dict(
+            collate_fn=self.collate_fn,
+            num_workers=workers,
+            worker_init_fn=helpers.seed_worker,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
+        train_loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=len(self.train_set) > batch_size,
+            generator=self.generator,
+            **loader_args,
+        )
+        val_loader = torch.utils.data.DataLoader(
+            self.val_set, batch_size=batch_size, shuffle=False, **loader_args
+        )
+        return train_loader, val_loader
+
+    def train_epoch(self, loader, epoch: int) -> tuple[dict[str, float], int]:
+        """One pass over ``loader``: (mean losses + ``lr`` of the last step, images seen)."""
+        model, optimizer, scaler = self.model, self.optimizer, self.scaler
+        model.train()
+        sums: dict[str, float] = {}
+        seen, last_lr = 0, float(optimizer.param_groups[0]["lr"])
+        for batch in loader:
+            with self.autocast():
+                loss, n, parts = self.train_step(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch}: lower learning_rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if self.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            last_lr = float(optimizer.param_groups[0]["lr"])
+            self.after_step()
+            seen += n
+            sums["train/loss"] = sums.get("train/loss", 0.0) + float(loss.detach()) * n
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + value * n
+        values = {name: total / max(seen, 1) for name, total in sums.items()}
+        values["lr"] = last_lr
+        return values, seen
+
+    def checkpoint(self, epoch: int, values: dict[str, float], book: EpochBook) -> dict[str, Any]:
+        return {
+            "format": self.checkpoint_format,
+            "framework": self.framework,
+            "task_type": self.task,
+            "model_name": self.spec.model,
+            "class_names": self.class_names,
+            "image_size": self.image_size,
+            **self.checkpoint_fields(),
+            "epoch": epoch,
+            "epochs": self.epochs,
+            "metrics": values,
+            **book.state(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    # --- hooks ---------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Refuse a spec this engine cannot train (task, model, classes)."""
+
+    def build_model(self) -> torch.nn.Module:
+        """The model: rebuilt from ``self.resume`` when resuming, else fresh (with pretrained
+        or init_from weights from ``job.pretrained_weights``)."""
+        raise NotImplementedError
+
+    def build_datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        """(train, val) datasets of the prepared layout under ``job.dataset_dir``."""
+        raise NotImplementedError
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    def build_scheduler(self, steps_per_epoch: int) -> Any:
+        """The learning-rate schedule (None: constant)."""
+        return None
+
+    def start_schedule(self) -> None:
+        """Before the first epoch of a run that does not resume."""
+
+    def train_step(self, batch) -> tuple[torch.Tensor, int, dict[str, float]]:
+        """(loss, images in the batch, named loss parts) of one batch, run under autocast."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """After each optimizer step (a per-step schedule steps here)."""
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics (``val/...``) of the model in eval mode, under no_grad."""
+        return {}
+
+    def after_epoch(self, epoch: int, values: dict[str, float]) -> None:
+        """After the epoch is counted, before its checkpoint (a per-epoch schedule)."""
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """The engine's own checkpoint fields (what rebuilds its model and transforms)."""
+        return {}
+
+    def describe(self) -> str:
+        """The job log line before the first epoch (the framework and model, then
+        :meth:`summary`)."""
+        return f"{self.spec.model}: {self.summary()}"
+
+    def summary(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        return (
+            f"{params / 1e6:.2f}M parameters, {len(self.class_names)} classes, "
+            f"{self.image_size}px, {len(self.train_set)} train / {len(self.val_set)} val "
+            f"images, device {self.device}"
+        )
