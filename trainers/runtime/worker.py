@@ -10,9 +10,8 @@ The trainer server starts it in its own process group with a JSON job file and a
 
 The worker itself writes what must survive a crash of either process, in this order per
 epoch: the epoch's line in ``runs/<job>/metrics.jsonl`` (epochs already there are never
-written twice), then the epoch event (so subscribers see it at once), then
-``checkpoints/<job>/last.pt`` (+ ``best.pt``, ``epoch_<n>.pt`` per the keep-last-k policy)
-and an event naming them. It dies with its server (PR_SET_PDEATHSIG), stops after
+written twice), then ``checkpoints/<job>/last.pt`` (+ ``best.pt``, ``epoch_<n>.pt`` per the
+keep-last-k policy), then the event, so an epoch a subscriber has seen can be resumed from. It dies with its server (PR_SET_PDEATHSIG), stops after
 the current epoch on SIGUSR1 (stop-early, deadline), and exits non-zero on any error.
 stdout/stderr are the job's log.
 """
@@ -186,11 +185,9 @@ class RuntimeJob:
         else:
             is_best = bool(existing.get("is_best"))
             self.log(f"epoch {epoch} was already recorded before the interruption; not re-counted")
-        # the epoch reaches subscribers first; its checkpoints follow once they are stored
-        self.events.send("epoch", record=record, checkpoints=[])
+        # checkpoints before the event: an epoch anyone has seen can always be resumed from
         checkpoints = self._store_checkpoints(epoch, checkpoint, bool(is_best))
-        if checkpoints:
-            self.events.send("epoch", record=None, checkpoints=checkpoints)
+        self.events.send("epoch", record=record, checkpoints=checkpoints)
         return self.should_stop()
 
     def replace_checkpoint(self, filename: str, path: Path) -> None:
