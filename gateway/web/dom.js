@@ -72,6 +72,22 @@ export function field(label, control, { hint, name } = {}) {
   return wrap;
 }
 
+// A data table in its scrolling wrapper: a caption for screen readers, column headers
+// (a string, or a node such as a visually hidden "Actions"), and the body element.
+export function dataTable({ id, className = "table", caption, headers }, body) {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { class: className, id },
+      h("caption", { class: "sr-only" }, caption),
+      h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
+      body,
+    ),
+  );
+}
+
 export function formatBytes(n) {
   const v = Number(n || 0);
   if (v < 1024) return `${v} B`;

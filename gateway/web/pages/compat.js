@@ -2,7 +2,7 @@
 // lossy or not, or why not), and which trainers' models serve that task.
 
 import { capabilities, get } from "../api.js";
-import { clear, enumLabel, h, taskLabel } from "../dom.js";
+import { clear, dataTable, enumLabel, h, taskLabel } from "../dom.js";
 import { alertText } from "../ui.js";
 
 export async function renderCompat(body, ctx) {
@@ -29,24 +29,12 @@ export async function renderCompat(body, ctx) {
       .filter((c) => c.models.length || c.error);
   clear(
     out,
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        { class: "table compat-table" },
-        h("caption", { class: "sr-only" }, "Compatibility per task"),
-        h(
-          "thead",
-          {},
-          h(
-            "tr",
-            {},
-            ["Task", "Dataset", "Conversion", "Usable images", "Notes", "Models that train it"].map((t) =>
-              h("th", { scope: "col" }, t),
-            ),
-          ),
-        ),
+    dataTable(
+      {
+        className: "table compat-table",
+        caption: "Compatibility per task",
+        headers: ["Task", "Dataset", "Conversion", "Usable images", "Notes", "Models that train it"],
+      },
         h(
           "tbody",
           {},
@@ -109,7 +97,6 @@ export async function renderCompat(body, ctx) {
             );
           }),
         ),
-      ),
     ),
   );
   return null;

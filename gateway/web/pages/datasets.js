@@ -1,7 +1,7 @@
 // Datasets: search, sort, visibility filter, paging; create; public/private; delete.
 
 import { api, get, post, session } from "../api.js";
-import { clear, field, formatTime, h } from "../dom.js";
+import { clear, dataTable, field, formatTime, h } from "../dom.js";
 import {
   alertText,
   busy,
@@ -278,27 +278,16 @@ export function renderDatasets({ main, params }) {
     ),
     summary,
     status,
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        { class: "table", id: "datasets-table" },
-        h("caption", { class: "sr-only" }, "Datasets you can see"),
-        h(
-          "thead",
-          {},
-          h(
-            "tr",
-            {},
-            ["Name", "Visibility", "Images", "Annotations", "Labels", "Owner", "Updated"].map(
-              (t) => h("th", { scope: "col" }, t),
-            ),
-            h("th", { scope: "col" }, h("span", { class: "sr-only" }, "Actions")),
-          ),
-        ),
-        body,
-      ),
+    dataTable(
+      {
+        id: "datasets-table",
+        caption: "Datasets you can see",
+        headers: [
+          ...["Name", "Visibility", "Images", "Annotations", "Labels", "Owner", "Updated"],
+          h("span", { class: "sr-only" }, "Actions"),
+        ],
+      },
+      body,
     ),
     h("div", { class: "row pager" }, prev, next),
   );

@@ -1,7 +1,7 @@
 // Jobs of every trainer (GET /v1/trainers/-/jobs): state, progress, queue position.
 
 import { get } from "../api.js";
-import { clear, formatTime, h, taskLabel } from "../dom.js";
+import { clear, dataTable, formatTime, h, taskLabel } from "../dom.js";
 import { alertText } from "../ui.js";
 
 export const ACTIVE = new Set(["JOB_STATE_QUEUED", "JOB_STATE_PREPARING", "JOB_STATE_RUNNING"]);
@@ -88,20 +88,13 @@ export function renderJobs({ main }) {
   main.append(
     h("div", { class: "row spread" }, h("h1", {}, "Jobs"), h("a", { class: "btn btn-primary", href: "#/train" }, "New training")),
     status,
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        { class: "table", id: "jobs-table" },
-        h("caption", { class: "sr-only" }, "Your training jobs, newest first"),
-        h(
-          "thead",
-          {},
-          h("tr", {}, ["Job", "Model", "Task", "Dataset", "State", "Progress", "Queue", "Best"].map((t) => h("th", { scope: "col" }, t))),
-        ),
-        body,
-      ),
+    dataTable(
+      {
+        id: "jobs-table",
+        caption: "Your training jobs, newest first",
+        headers: ["Job", "Model", "Task", "Dataset", "State", "Progress", "Queue", "Best"],
+      },
+      body,
     ),
     h("div", { class: "row pager" }, prev, next),
   );

@@ -1,7 +1,7 @@
 // Snapshots: list, create, diff two (or a snapshot against the current head).
 
 import { get, post } from "../api.js";
-import { clear, field, formatTime, h } from "../dom.js";
+import { clear, dataTable, field, formatTime, h } from "../dom.js";
 import { alertText, busy, clearFormErrors, errorBox, showFormError, toast } from "../ui.js";
 
 export async function renderSnapshots(body, ctx) {
@@ -125,24 +125,13 @@ export async function renderSnapshots(body, ctx) {
     create,
     h("h2", {}, "Snapshots"),
     status,
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        { class: "table", id: "snapshots-table" },
-        h("caption", { class: "sr-only" }, "Snapshots of the dataset, newest first"),
-        h(
-          "thead",
-          {},
-          h(
-            "tr",
-            {},
-            ["Version", "Description", "Images", "Annotations", "By", "Created"].map((t) => h("th", { scope: "col" }, t)),
-          ),
-        ),
-        list,
-      ),
+    dataTable(
+      {
+        id: "snapshots-table",
+        caption: "Snapshots of the dataset, newest first",
+        headers: ["Version", "Description", "Images", "Annotations", "By", "Created"],
+      },
+      list,
     ),
     diffForm,
     diffOut,
