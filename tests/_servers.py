@@ -122,3 +122,22 @@ def start_server(
                 raise AssertionError(f"{module}: {service} never SERVING:\n{server.log()[-3000:]}")
             time.sleep(0.05)
     return server
+
+
+HEAVY_MODULES = ("torch", "torchvision", "ultralytics", "timm", "transformers")
+
+
+def run_without_heavy_modules(code: str) -> str:
+    """Run ``code`` in a child Python in which importing torch or a training framework
+    raises ImportError; asserts it exits 0 and returns what it printed."""
+    prelude = f"import sys\nfor _mod in {HEAVY_MODULES!r}:\n    sys.modules[_mod] = None\n"
+    result = subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

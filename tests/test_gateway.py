@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
-import sys
 import time
 import uuid
 import zipfile
@@ -25,7 +23,7 @@ import pytest
 
 from tests._dataset import image_bytes, shared_data, start_dataset_server
 from tests._gateway import multipart_files, sign_in, sse_events, start_gateway
-from tests._servers import ROOT, child_env
+from tests._servers import ROOT, run_without_heavy_modules
 from tests._trainers import shapes_dataset, start_trainer
 
 pytestmark = pytest.mark.timeout(900)
@@ -88,24 +86,8 @@ def violations(reply: httpx.Response) -> list[str]:
 
 
 def test_gateway_imports_and_builds_its_app_without_torch():
-    code = (
-        "import sys\n"
-        "for mod in ('torch', 'torchvision', 'ultralytics', 'timm', 'transformers'):\n"
-        "    sys.modules[mod] = None\n"
-        "import gateway.__main__, gateway.app\n"
-        "gateway.app.create_app()\n"
-        "print('ok')\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    code = "import gateway.__main__, gateway.app\ngateway.app.create_app()\nprint('ok')\n"
+    assert run_without_heavy_modules(code).strip() == "ok"
 
 
 def test_healthz_reports_every_backend(stack):
