@@ -227,7 +227,7 @@ def prepared_shapes(
     them; returns (prepared folder, class names)."""
     import hashlib
 
-    from trainers.runtime.convert import write_layout
+    from trainers.runtime.layouts import write_layout
     from visionmesh import shapes
 
     source = folder / "source"
