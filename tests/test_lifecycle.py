@@ -18,14 +18,7 @@ from trainers.runtime import worker_protocol as protocol
 from trainers.runtime.adapter import OBJECT_DETECTION, TrainSpec
 from trainers.runtime.jobs import JobManager
 from trainers.runtime.lifecycle import (
-    CANCELLED,
-    FAILED,
-    INTERRUPTED,
-    PREPARING,
-    QUEUED,
-    RUNNING,
     STATES,
-    SUCCEEDED,
     TRANSITIONS,
     IllegalTransition,
     RunOutcome,
@@ -37,27 +30,27 @@ from visionmesh.store import open_store
 
 # The table written out by hand: what the runtime does today (see lifecycle.TRANSITIONS).
 EXPECTED = {
-    (QUEUED, PREPARING),  # the worker started
-    (QUEUED, SUCCEEDED),  # cancel(stop_early) of a resumed job that has epochs
-    (QUEUED, FAILED),  # the worker crashed before reporting, or could not start
-    (QUEUED, CANCELLED),
-    (QUEUED, INTERRUPTED),  # drain before the worker reported
-    (PREPARING, RUNNING),
-    (PREPARING, SUCCEEDED),  # resumed with every epoch already recorded
-    (PREPARING, FAILED),
-    (PREPARING, CANCELLED),
-    (PREPARING, INTERRUPTED),
-    (RUNNING, SUCCEEDED),
-    (RUNNING, FAILED),
-    (RUNNING, CANCELLED),
-    (RUNNING, INTERRUPTED),
-    (INTERRUPTED, QUEUED),  # resume
-    (INTERRUPTED, PREPARING),  # recovered after a restart, queued as INTERRUPTED
-    (INTERRUPTED, SUCCEEDED),
-    (INTERRUPTED, FAILED),
-    (INTERRUPTED, CANCELLED),
-    (INTERRUPTED, INTERRUPTED),  # drain before a recovered job's worker reported
-    (FAILED, QUEUED),  # resume
+    ("QUEUED", "PREPARING"),  # the worker started
+    ("QUEUED", "SUCCEEDED"),  # cancel(stop_early) of a resumed job that has epochs
+    ("QUEUED", "FAILED"),  # the worker crashed before reporting, or could not start
+    ("QUEUED", "CANCELLED"),
+    ("QUEUED", "INTERRUPTED"),  # drain before the worker reported
+    ("PREPARING", "RUNNING"),
+    ("PREPARING", "SUCCEEDED"),  # resumed with every epoch already recorded
+    ("PREPARING", "FAILED"),
+    ("PREPARING", "CANCELLED"),
+    ("PREPARING", "INTERRUPTED"),
+    ("RUNNING", "SUCCEEDED"),
+    ("RUNNING", "FAILED"),
+    ("RUNNING", "CANCELLED"),
+    ("RUNNING", "INTERRUPTED"),
+    ("INTERRUPTED", "QUEUED"),  # resume
+    ("INTERRUPTED", "PREPARING"),  # recovered after a restart, queued as INTERRUPTED
+    ("INTERRUPTED", "SUCCEEDED"),
+    ("INTERRUPTED", "FAILED"),
+    ("INTERRUPTED", "CANCELLED"),
+    ("INTERRUPTED", "INTERRUPTED"),  # drain before a recovered job's worker reported
+    ("FAILED", "QUEUED"),  # resume
 }
 PAIRS = list(itertools.product(STATES, STATES))
 
@@ -65,7 +58,7 @@ PAIRS = list(itertools.product(STATES, STATES))
 @dataclass
 class Rec:
     job_id: str = "j1"
-    state: str = QUEUED
+    state: str = "QUEUED"
     error: str = ""
     start_time: float = 0.0
     end_time: float = 0.0
@@ -75,7 +68,7 @@ def test_the_table_is_the_expected_one():
     listed = {(s, t) for s, targets in TRANSITIONS.items() for t in targets}
     assert listed == EXPECTED
     assert set(TRANSITIONS) == set(STATES)
-    for state in (SUCCEEDED, CANCELLED):
+    for state in ("SUCCEEDED", "CANCELLED"):
         assert not TRANSITIONS[state], f"{state} is final"
 
 
@@ -84,7 +77,7 @@ def test_every_allowed_transition_succeeds(source, target):
     record = Rec(state=source)
     transition(record, target, now=100.0)
     assert record.state == target
-    if target in (PREPARING, RUNNING):
+    if target in ("PREPARING", "RUNNING"):
         assert record.start_time == 100.0
     if target in lifecycle.TERMINAL:
         assert record.end_time == 100.0
@@ -103,30 +96,30 @@ def test_every_other_transition_is_refused(source, target):
 
 def test_unknown_states_are_refused():
     with pytest.raises(IllegalTransition):
-        transition(Rec(state=QUEUED), "DONE")
+        transition(Rec(state="QUEUED"), "DONE")
     with pytest.raises(IllegalTransition):
-        transition(Rec(state="DONE"), QUEUED)
+        transition(Rec(state="DONE"), "QUEUED")
 
 
 def test_transition_keeps_the_first_start_time_and_sets_errors():
-    record = Rec(state=INTERRUPTED, start_time=5.0)
-    transition(record, PREPARING, now=100.0)
+    record = Rec(state="INTERRUPTED", start_time=5.0)
+    transition(record, "PREPARING", now=100.0)
     assert record.start_time == 5.0  # a resumed job keeps when it first started
-    transition(record, FAILED, error="boom", now=200.0)
-    assert (record.state, record.error, record.end_time) == (FAILED, "boom", 200.0)
-    transition(record, QUEUED)
+    transition(record, "FAILED", error="boom", now=200.0)
+    assert (record.state, record.error, record.end_time) == ("FAILED", "boom", 200.0)
+    transition(record, "QUEUED")
     assert record.error == "boom"  # resume clears it itself (JobManager.resume)
     record.error = "stale"
-    transition(record, PREPARING)
-    transition(record, SUCCEEDED)
+    transition(record, "PREPARING")
+    transition(record, "SUCCEEDED")
     assert record.error == ""  # a job that succeeded has no error
 
 
 def test_state_sets_are_defined_once():
     assert records.TERMINAL is lifecycle.TERMINAL and records.ACTIVE is lifecycle.ACTIVE
     assert records.QUEUED is lifecycle.QUEUED
-    assert lifecycle.TERMINAL == {SUCCEEDED, FAILED, CANCELLED}
-    assert lifecycle.ACTIVE == {PREPARING, RUNNING}
+    assert lifecycle.TERMINAL == {"SUCCEEDED", "FAILED", "CANCELLED"}
+    assert lifecycle.ACTIVE == {"PREPARING", "RUNNING"}
 
 
 # -- final_state: each way a run ends --------------------------------------------------------
@@ -141,39 +134,41 @@ def outcome(**kw) -> RunOutcome:
 @pytest.mark.parametrize(
     ("run", "expected"),
     [
-        pytest.param(outcome(done=True), (SUCCEEDED, "", ()), id="success"),
+        pytest.param(outcome(done=True), ("SUCCEEDED", "", ()), id="success"),
         pytest.param(
             outcome(done=True, stopped_early=True),
-            (SUCCEEDED, "", ("[visionmesh] stopped early on request",)),
+            ("SUCCEEDED", "", ("[visionmesh] stopped early on request",)),
             id="stop-early",
         ),
         pytest.param(
             outcome(rc=-signal.SIGTERM, cancel_requested=True, done=True),
-            (CANCELLED, "", ("[visionmesh] cancelled; checkpoints discarded",)),
+            ("CANCELLED", "", ("[visionmesh] cancelled; checkpoints discarded",)),
             id="cancel",
         ),
         pytest.param(
             outcome(rc=-signal.SIGTERM, draining=True, error_event="x"),
-            (INTERRUPTED, "", ("[visionmesh] trainer shutting down: job INTERRUPTED",)),
+            ("INTERRUPTED", "", ("[visionmesh] trainer shutting down: job INTERRUPTED",)),
             id="drain",
         ),
         pytest.param(
-            outcome(rc=0, done=True, deadline_hit=True), (FAILED, DEADLINE, ()), id="deadline-done"
+            outcome(rc=0, done=True, deadline_hit=True),
+            ("FAILED", DEADLINE, ()),
+            id="deadline-done",
         ),
         pytest.param(
             outcome(rc=-signal.SIGKILL, deadline_hit=True),
-            (FAILED, DEADLINE, ()),
+            ("FAILED", DEADLINE, ()),
             id="deadline-killed",
         ),
         pytest.param(
             outcome(rc=1, error_event="RuntimeError: boom", deadline_hit=True),
-            (FAILED, "RuntimeError: boom", ()),
+            ("FAILED", "RuntimeError: boom", ()),
             id="error-event",
         ),
         pytest.param(
             outcome(rc=-signal.SIGKILL),
             (
-                FAILED,
+                "FAILED",
                 "the training process was killed by SIGKILL (most likely out of memory); "
                 "see the job's log",
                 (),
@@ -182,22 +177,22 @@ def outcome(**kw) -> RunOutcome:
         ),
         pytest.param(
             outcome(rc=-signal.SIGSEGV),
-            (FAILED, "the training process was killed by SIGSEGV; see the job's log", ()),
+            ("FAILED", "the training process was killed by SIGSEGV; see the job's log", ()),
             id="sigsegv",
         ),
         pytest.param(
             outcome(rc=3),
-            (FAILED, "the training process exited with code 3; see the job's log", ()),
+            ("FAILED", "the training process exited with code 3; see the job's log", ()),
             id="nonzero-exit",
         ),
         pytest.param(
             outcome(rc=0),
-            (FAILED, "the training process exited with code 0; see the job's log", ()),
+            ("FAILED", "the training process exited with code 0; see the job's log", ()),
             id="exit-0-without-done",
         ),
         pytest.param(
             outcome(rc=1, done=True),
-            (FAILED, "the training process exited with code 1; see the job's log", ()),
+            ("FAILED", "the training process exited with code 1; see the job's log", ()),
             id="done-then-nonzero-exit",
         ),
     ],
@@ -208,14 +203,14 @@ def test_final_state(run, expected):
 
 
 def test_cancel_wins_over_drain_and_drain_over_success():
-    assert final_state(outcome(cancel_requested=True, draining=True)).state == CANCELLED
-    assert final_state(outcome(draining=True, done=True)).state == INTERRUPTED
+    assert final_state(outcome(cancel_requested=True, draining=True)).state == "CANCELLED"
+    assert final_state(outcome(draining=True, done=True)).state == "INTERRUPTED"
 
 
 # -- the worker protocol -------------------------------------------------------------------
 EVENTS = [
-    protocol.StateEvent(PREPARING),
-    protocol.StateEvent(RUNNING, device="cpu"),
+    protocol.StateEvent("PREPARING"),
+    protocol.StateEvent("RUNNING", device="cpu"),
     protocol.PreparedEvent(
         path="/x", class_names=["a"], category_ids=[3], counts={"train": 4}, cached=True
     ),
@@ -234,7 +229,7 @@ def test_events_round_trip_as_one_json_line(event):
     assert protocol.decode(line) == event
 
 
-@pytest.mark.parametrize("state", [QUEUED, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED])
+@pytest.mark.parametrize("state", ["QUEUED", "SUCCEEDED", "FAILED", "CANCELLED", "INTERRUPTED"])
 def test_a_worker_cannot_report_a_state_the_manager_decides(state):
     with pytest.raises(ValueError):
         protocol.StateEvent(state)
@@ -310,14 +305,14 @@ def test_the_manager_refuses_an_illegal_transition_and_says_so(tmp_path, caplog)
     )
     job = manager.submit(record)
     with manager.lock:
-        assert manager._set_state(job, PREPARING)
-        assert manager._set_state(job, SUCCEEDED)
+        assert manager._set_state(job, "PREPARING")
+        assert manager._set_state(job, "SUCCEEDED")
         with caplog.at_level(logging.ERROR, logger="visionmesh.trainer"):
-            assert not manager._set_state(job, RUNNING)
-    assert record.state == SUCCEEDED
+            assert not manager._set_state(job, "RUNNING")
+    assert record.state == "SUCCEEDED"
     stored = JobRecord.from_json(store.get_bytes(records.run_key("j1", "job.json")))
-    assert stored.state == SUCCEEDED
+    assert stored.state == "SUCCEEDED"
     assert "SUCCEEDED -> RUNNING is not an allowed transition" in caplog.text
     # a worker's state event for an ended job changes nothing either
-    manager._on_event(job, protocol.StateEvent(RUNNING, device="cpu"))
-    assert record.state == SUCCEEDED
+    manager._on_event(job, protocol.StateEvent("RUNNING", device="cpu"))
+    assert record.state == "SUCCEEDED"
