@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -34,11 +33,13 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainers.runtime import prepare, records
+from trainers.runtime import lifecycle, prepare, records
+from trainers.runtime import worker_protocol as protocol
 from trainers.runtime.adapter import FrameworkAdapter, TrainSpec
 from trainers.runtime.records import JobRecord
 from visionmesh.store import KeyNotFound, ObjectStore
@@ -81,13 +82,13 @@ class Job:
     cancel_requested: bool = False
     stop_signal_pending: bool = False
     deadline_hit: bool = False
-    done_event: dict[str, Any] | None = None
+    done_event: protocol.DoneEvent | None = None
     error_event: str = ""
     resume: bool = False
     run_started: float = 0.0
     max_epoch_seconds: float = 0.0
-    prepared: dict[str, Any] = field(default_factory=dict)
-    # Streams of this job wait on it (shares the manager's lock; see JobManager.watch).
+    prepared: protocol.PreparedEvent | None = None
+    # Streams of this job wait on it (shares the manager's lock; see JobManager.subscribe).
     changed: threading.Condition | None = None
 
 
@@ -165,19 +166,19 @@ class JobManager:
                 self.jobs[record.job_id] = job
                 if record.request_id:
                     self.requests[(record.owner, record.request_id)] = record.job_id
-                if record.state in records.ACTIVE:
+                if record.state in lifecycle.ACTIVE:
                     self._append_log(
                         job,
                         f"[visionmesh] trainer restarted while the job was {record.state}: "
                         "INTERRUPTED, resuming from its last checkpoint",
                     )
-                    self._set_state(job, records.INTERRUPTED)
-                if record.state == records.INTERRUPTED:
+                    self._set_state(job, lifecycle.INTERRUPTED)
+                if record.state == lifecycle.INTERRUPTED:
                     record.resume_count += 1
                     job.resume = True
                     self.queue.append(record.job_id)
                     self._persist(job)
-                elif record.state == records.QUEUED:
+                elif record.state == lifecycle.QUEUED:
                     self.queue.append(record.job_id)
             if self.queue:
                 log.info("%s: %d job(s) to continue after restart", self.framework, len(self.queue))
@@ -216,19 +217,17 @@ class JobManager:
         except Exception:
             log.exception("could not persist %s", job.record.name)
 
-    def _set_state(self, job: Job, state: str, error: str = "") -> None:
-        record = job.record
-        record.state = state
-        if error:
-            record.error = error
-        now = time.time()
-        if state in (records.PREPARING, records.RUNNING) and not record.start_time:
-            record.start_time = now
-        if state in records.TERMINAL:
-            record.end_time = now
+    def _set_state(self, job: Job, state: str, error: str = "") -> bool:
+        """Move ``job`` to ``state`` (lock held); an illegal transition is logged and refused."""
+        try:
+            lifecycle.transition(job.record, state, error=error)
+        except lifecycle.IllegalTransition as exc:
+            log.error("refused: %s", exc)
+            return False
         self._persist(job)
         self.cond.notify_all()
         self._news(job)
+        return True
 
     # -- logs -----------------------------------------------------------------------------
     def _ensure_log(self, job: Job) -> list[str]:
@@ -367,17 +366,17 @@ class JobManager:
         ended = False
         with self.lock:
             state = job.record.state
-            if state in records.TERMINAL:
+            if state in lifecycle.TERMINAL:
                 raise JobError("FAILED_PRECONDITION", f"{job.record.name} already ended ({state})")
-            if state in (records.QUEUED, records.INTERRUPTED):
+            if state in (lifecycle.QUEUED, lifecycle.INTERRUPTED):
                 with contextlib.suppress(ValueError):
                     self.queue.remove(job.record.job_id)
                 if job.record.job_id not in self.running:
                     self._append_log(job, "[visionmesh] cancelled before it ran")
                     if stop_early and job.metrics:
-                        self._set_state(job, records.SUCCEEDED)
+                        self._set_state(job, lifecycle.SUCCEEDED)
                     else:
-                        self._set_state(job, records.CANCELLED)
+                        self._set_state(job, lifecycle.CANCELLED)
                         self._discard_checkpoints(job)
                     ended = True
             if not ended and stop_early:
@@ -405,11 +404,11 @@ class JobManager:
 
     def resume(self, job: Job) -> None:
         thread = self.running.get(job.record.job_id)
-        if thread is not None and job.record.state in records.TERMINAL:
+        if thread is not None and job.record.state in lifecycle.TERMINAL:
             thread.join(timeout=30)  # the run just ended: let it finish its bookkeeping
         with self.lock:
             record = job.record
-            if record.state not in (records.INTERRUPTED, records.FAILED):
+            if not lifecycle.allowed(record.state, lifecycle.QUEUED):
                 raise JobError(
                     "FAILED_PRECONDITION",
                     f"{record.name} is {record.state}; only INTERRUPTED or FAILED jobs resume",
@@ -430,7 +429,7 @@ class JobManager:
             record.run_seconds = 0.0  # an explicit resume gets max_duration_seconds afresh
             job.resume = True
             self._append_log(job, "[visionmesh] resume requested")
-            self._set_state(job, records.QUEUED)
+            self._set_state(job, lifecycle.QUEUED)
             self.queue.append(record.job_id)
             self.cond.notify_all()
 
@@ -459,13 +458,70 @@ class JobManager:
         self._persist(job)
 
     # -- streams waiting for news ---------------------------------------------------------
-    def watch(self, job: Job) -> threading.Condition:
-        """The condition a stream waits on (holding :attr:`lock`) for news of ``job``: its
-        state, epochs and log lines. Streams of other jobs are not woken by them."""
+    def subscribe(self, job: Job) -> Callable[[], None]:
+        """Be woken by news of ``job`` (its state, epochs and log lines; streams of other
+        jobs are not woken by them). Returns the function that wakes its followers at once,
+        from any thread without blocking: call it when the stream's client goes away."""
+        self._changed(job)
+        return lambda: self.wake(job)
+
+    def _changed(self, job: Job) -> threading.Condition:
+        """The condition ``job``'s followers wait on (holding :attr:`lock`)."""
         with self.lock:
             if job.changed is None:
                 job.changed = threading.Condition(self.lock)
             return job.changed
+
+    def follow_metrics(
+        self, job: Job, from_epoch: int, active: Callable[[], bool], recheck: float
+    ) -> Iterator[tuple[dict[str, Any] | None, str]]:
+        """Each finished epoch from ``from_epoch`` on once, with the job's state (history
+        first, then live as they come), then ``(None, state)`` when the job has ended.
+        Stops without the last item when ``active()`` turns false; waits at most
+        ``recheck`` seconds between looks when nothing wakes it."""
+        changed = self._changed(job)
+        sent: set[int] = set()
+        while True:
+            with changed:
+                pending = [
+                    m for m in job.metrics if m["epoch"] >= from_epoch and m["epoch"] not in sent
+                ]
+                state = job.record.state
+                if not pending:
+                    if state in lifecycle.TERMINAL:
+                        break
+                    if not active():
+                        return
+                    changed.wait(recheck)
+                    continue
+            for item in pending:
+                sent.add(item["epoch"])
+                yield item, state
+        yield None, state
+
+    def follow_logs(
+        self, job: Job, follow: bool, active: Callable[[], bool], recheck: float
+    ) -> Iterator[list[str]]:
+        """The job's log in chunks of up to 500 lines; with ``follow``, new lines as they
+        come until the job has ended and its run is over (or ``active()`` turns false)."""
+        changed = self._changed(job)
+        position = 0
+        while True:
+            with changed:
+                lines = self._ensure_log(job)
+                chunk = lines[position : position + 500]
+                ended = job.record.state in lifecycle.TERMINAL and job.record.job_id not in (
+                    self.running
+                )
+                if not chunk:
+                    if ended or not follow:
+                        return
+                    if not active():
+                        return
+                    changed.wait(recheck)
+                    continue
+                position += len(chunk)
+            yield chunk
 
     def _news(self, job: Job) -> None:
         """Wake the streams of ``job`` (lock held)."""
@@ -499,9 +555,9 @@ class JobManager:
         """A job ended (lock not held): drop what a discarded job left on local disk, give
         back its use of the dataset cache, and sweep the cache."""
         record = job.record
-        if record.state not in records.TERMINAL:
+        if record.state not in lifecycle.TERMINAL:
             return  # INTERRUPTED (draining): it resumes from here
-        cancelled = record.state == records.CANCELLED
+        cancelled = record.state == lifecycle.CANCELLED
         if cancelled:
             for folder in (
                 self.work_root / record.job_id,
@@ -560,22 +616,6 @@ class JobManager:
                 self.running[job_id] = thread
                 self.cond.notify_all()
 
-    def _train_spec(self, record: JobRecord) -> TrainSpec:
-        spec = record.spec
-        return TrainSpec(
-            task_type=record.task_type,
-            model=record.model,
-            epochs=int(spec.get("epochs", 1)),
-            batch_size=int(spec.get("batchSize", 16)),
-            image_size=int(spec.get("imageSize", 640)),
-            learning_rate=float(spec.get("learningRate", 0.01)),
-            seed=int(spec.get("seed", 0)),
-            patience=int(spec.get("patience", 0)),
-            device=str(spec.get("device", "")),
-            pretrained=bool(spec.get("pretrained", False)),
-            extra=dict(spec.get("extra", {})),
-        )
-
     def _run_job(self, job: Job) -> None:
         record = job.record
         try:
@@ -583,7 +623,7 @@ class JobManager:
         except Exception as exc:  # never let a job take the scheduler down
             log.exception("job %s failed to run", record.name)
             with self.lock:
-                self._set_state(job, records.FAILED, f"the trainer could not run the job: {exc}")
+                self._set_state(job, lifecycle.FAILED, f"the trainer could not run the job: {exc}")
         finally:
             self._flush_log(job)
             with self.lock:
@@ -598,36 +638,36 @@ class JobManager:
         work_dir = self.work_root / record.job_id
         work_dir.mkdir(parents=True, exist_ok=True)
         spec = record.spec
-        cfg = {
-            "job_id": record.job_id,
-            "adapter": f"{type(self.adapter).__module__}:{type(self.adapter).__name__}",
-            "store_url": self.store_url,
-            "work_dir": str(work_dir.resolve()),
-            "cache_root": str(self.cache_root.resolve()),
-            "train_spec": self._train_spec(record).__dict__,
-            "task_type": record.task_type,
-            "layout": self.adapter.dataset_format(record.task_type),
-            "manifest_key": record.manifest_key,
-            "snapshot": record.snapshot,
-            "split_seed": record.split_seed,
-            "val_fraction": record.val_fraction,
-            "resume": job.resume,
-            "keep_last": int(spec.get("keepLastCheckpoints", 0)) or 2,
-            "best_metric": record.best_metric_name,
-            "pretrained_key": record.init_key
+        cfg = protocol.WorkerConfig(
+            job_id=record.job_id,
+            adapter=f"{type(self.adapter).__module__}:{type(self.adapter).__name__}",
+            store_url=self.store_url,
+            work_dir=str(work_dir.resolve()),
+            cache_root=str(self.cache_root.resolve()),
+            train_spec=TrainSpec.from_spec(spec, record.task_type),
+            task_type=record.task_type,
+            layout=self.adapter.dataset_format(record.task_type),
+            manifest_key=record.manifest_key,
+            snapshot=record.snapshot,
+            split_seed=record.split_seed,
+            val_fraction=record.val_fraction,
+            resume=job.resume,
+            keep_last=int(spec.get("keepLastCheckpoints", 0)) or 2,
+            best_metric=record.best_metric_name,
+            pretrained_key=record.init_key
             or (
                 self.adapter.pretrained_key(record.model, record.task_type)
                 if spec.get("pretrained")
                 else ""
             ),
-            "init_from": str(spec.get("initFrom", "")),
-            "job_name": record.name,
-            "spec": record.spec,
-            "stop_requested": record.stop_reason == "stop_early",
-            "parent_pid": os.getpid(),
-        }
+            init_from=str(spec.get("initFrom", "")),
+            job_name=record.name,
+            spec=record.spec,
+            stop_requested=record.stop_reason == "stop_early",
+            parent_pid=os.getpid(),
+        )
         job_file = work_dir / "job-config.json"
-        job_file.write_text(json.dumps(cfg, indent=1))
+        job_file.write_text(cfg.to_json())
         read_fd, write_fd = os.pipe()
         env = dict(os.environ)
         env["VISIONMESH_EVENTS_FD"] = str(write_fd)
@@ -637,7 +677,7 @@ class JobManager:
                 os.close(read_fd)
                 os.close(write_fd)
                 if job.cancel_requested:
-                    self._set_state(job, records.CANCELLED)
+                    self._set_state(job, lifecycle.CANCELLED)
                 return
             job.worker_ready = False
             job.done_event = None
@@ -707,38 +747,23 @@ class JobManager:
 
     def _finish(self, job: Job, rc: int) -> None:
         record = job.record
-        deadline_msg = (
-            f"stopped after max_duration_seconds={record.spec.get('maxDurationSeconds')} "
-            f"(epoch {record.current_epoch} of {record.total_epochs}; checkpoints kept)"
+        outcome = lifecycle.RunOutcome(
+            rc=rc,
+            cancel_requested=job.cancel_requested,
+            draining=self.draining,
+            done=job.done_event is not None,
+            stopped_early=job.done_event is not None and job.done_event.stopped_early,
+            error_event=job.error_event,
+            deadline_hit=job.deadline_hit,
+            max_duration_seconds=record.spec.get("maxDurationSeconds"),
+            current_epoch=record.current_epoch,
+            total_epochs=record.total_epochs,
         )
-        if job.cancel_requested:
-            self._append_log(job, "[visionmesh] cancelled; checkpoints discarded")
-            self._set_state(job, records.CANCELLED)
+        state, error, notes = lifecycle.final_state(outcome)
+        for line in notes:
+            self._append_log(job, line)
+        if self._set_state(job, state, error) and state == lifecycle.CANCELLED:
             self._discard_checkpoints(job)
-        elif self.draining:
-            self._append_log(job, "[visionmesh] trainer shutting down: job INTERRUPTED")
-            self._set_state(job, records.INTERRUPTED)
-        elif job.done_event is not None and rc == 0:
-            if job.deadline_hit:
-                self._set_state(job, records.FAILED, deadline_msg)
-            else:
-                if job.done_event.get("stopped_early"):
-                    self._append_log(job, "[visionmesh] stopped early on request")
-                record.error = ""
-                self._set_state(job, records.SUCCEEDED)
-        elif job.error_event:
-            self._set_state(job, records.FAILED, job.error_event)
-        elif job.deadline_hit:
-            self._set_state(job, records.FAILED, deadline_msg)
-        else:
-            if rc < 0:
-                name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else rc
-                why = f"the training process was killed by {name}"
-                if rc == -signal.SIGKILL:
-                    why += " (most likely out of memory)"
-            else:
-                why = f"the training process exited with code {rc}"
-            self._set_state(job, records.FAILED, why + "; see the job's log")
         self._append_log(job, f"[visionmesh] job {record.state}")
 
     # -- child output ---------------------------------------------------------------------
@@ -755,43 +780,42 @@ class JobManager:
         with os.fdopen(fd, "rb") as pipe:
             for raw in pipe:
                 try:
-                    event = json.loads(raw)
-                except ValueError:
+                    event = protocol.decode(raw)
+                except ValueError as exc:
+                    log.warning("ignoring a bad event from %s: %s", job.record.name, exc)
                     continue
                 try:
                     self._on_event(job, event)
                 except Exception:
                     log.exception("bad event from %s: %r", job.record.name, event)
 
-    def _on_event(self, job: Job, event: dict[str, Any]) -> None:
-        kind = event.get("event")
+    def _on_event(self, job: Job, event: protocol.Event) -> None:
         record = job.record
         send_stop = False
         with self.lock:
-            if kind == "state":
+            if isinstance(event, protocol.StateEvent):
                 first = not job.worker_ready
                 job.worker_ready = True
                 send_stop = first and job.stop_signal_pending
-                state = event["state"]
-                if state == records.RUNNING and event.get("device"):
-                    self._append_log(job, f"[visionmesh] running on {event['device']}")
-                if record.state != state and not job.cancel_requested:
-                    self._set_state(job, state)
-            elif kind == "prepared":
+                if event.state == lifecycle.RUNNING and event.device:
+                    self._append_log(job, f"[visionmesh] running on {event.device}")
+                if record.state != event.state and not job.cancel_requested:
+                    self._set_state(job, event.state)
+            elif isinstance(event, protocol.PreparedEvent):
                 job.prepared = event
-                how = "from the cache" if event.get("cached") else "built"
+                how = "from the cache" if event.cached else "built"
                 self._append_log(
                     job,
-                    f"[visionmesh] dataset ready in {float(event.get('seconds', 0)):.2f}s ({how}; "
-                    f"{event.get('downloaded_blobs', 0)} images downloaded; {event.get('counts')})",
+                    f"[visionmesh] dataset ready in {float(event.seconds):.2f}s ({how}; "
+                    f"{event.downloaded_blobs} images downloaded; {event.counts})",
                 )
-                record.class_names = list(event.get("class_names", []))
-                record.category_ids = [int(c) for c in event.get("category_ids", [])]
+                record.class_names = list(event.class_names)
+                record.category_ids = [int(c) for c in event.category_ids]
                 if not record.conversion:
-                    record.conversion = str(event.get("conversion", ""))
+                    record.conversion = str(event.conversion)
                 self._persist(job)
-            elif kind == "epoch":
-                item = event.get("record")
+            elif isinstance(event, protocol.EpochEvent):
+                item = event.record
                 if item is not None and all(m["epoch"] != item["epoch"] for m in job.metrics):
                     job.metrics.append(item)
                     job.metrics.sort(key=lambda m: m["epoch"])
@@ -804,7 +828,7 @@ class JobManager:
                 if job.metrics:
                     record.current_epoch = max(m["epoch"] for m in job.metrics)
                 by_name = {c["filename"]: c for c in record.checkpoints}
-                for ckpt in event.get("checkpoints", []):
+                for ckpt in event.checkpoints:
                     if ckpt.get("deleted"):
                         by_name.pop(ckpt["filename"], None)
                     else:
@@ -817,9 +841,9 @@ class JobManager:
                 self._persist(job)
                 self.cond.notify_all()
                 self._news(job)
-            elif kind == "done":
+            elif isinstance(event, protocol.DoneEvent):
                 job.done_event = event
-            elif kind == "error":
-                job.error_event = str(event.get("message", "training failed"))
+            elif isinstance(event, protocol.ErrorEvent):
+                job.error_event = str(event.message)
         if send_stop:
             self._request_stop(job)

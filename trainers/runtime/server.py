@@ -32,7 +32,7 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from trainers.runtime import records
+from trainers.runtime import lifecycle, records
 from trainers.runtime.adapter import FrameworkAdapter, SpecError, TrainSpec
 from trainers.runtime.jobs import Job, JobError, JobManager
 from trainers.runtime.models_io import ModelsIOMixin
@@ -63,11 +63,6 @@ PAGE_TOKEN_RE = re.compile(r"^[0-9]{1,9}$")
 # A waiting stream re-checks its job this often even without news (a safety net only:
 # changes and the client going away wake it at once).
 STREAM_RECHECK_SECONDS = 30.0
-TERMINAL_STATES = {
-    trainer_pb2.JOB_STATE_SUCCEEDED,
-    trainer_pb2.JOB_STATE_FAILED,
-    trainer_pb2.JOB_STATE_CANCELLED,
-}
 
 
 def abort(context: grpc.ServicerContext, code: str, message: str, field: str = "") -> None:
@@ -426,7 +421,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 raise JobError("INVALID_ARGUMENT", f"{field}: {message}", field)
         try:
             self.adapter.check_extra_values(dict(out.extra))
-            self.adapter.check_spec(self.train_spec(out))
+            self.adapter.check_spec(
+                TrainSpec.from_spec(json_format.MessageToDict(out), task_name(out.task_type))
+            )
         except SpecError as exc:
             raise JobError("INVALID_ARGUMENT", exc.message, exc.field) from None
         return out
@@ -452,22 +449,6 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 f"cuda:0..cuda:{self.gpus - 1}",
                 "spec.device",
             )
-
-    @staticmethod
-    def train_spec(spec: trainer_pb2.TrainingSpec) -> TrainSpec:
-        return TrainSpec(
-            task_type=task_name(spec.task_type),
-            model=spec.model,
-            epochs=spec.epochs,
-            batch_size=spec.batch_size,
-            image_size=spec.image_size,
-            learning_rate=spec.learning_rate,
-            seed=spec.seed,
-            patience=spec.patience,
-            device=spec.device,
-            pretrained=spec.pretrained,
-            extra=dict(spec.extra),
-        )
 
     # -- RPCs -----------------------------------------------------------------------------
     @handle_errors
@@ -629,63 +610,36 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         return trainer_pb2.ResumeJobResponse(job=self._proto(job))
 
     @staticmethod
-    def _follow(manager: JobManager, job: Job, context: grpc.ServicerContext) -> Any:
-        """The condition a stream of ``job`` waits on; the client going away wakes it, so an
-        idle stream sleeps without polling and ends as soon as its client leaves."""
-        changed = manager.watch(job)
-        if not context.add_callback(lambda: manager.wake(job)):
-            manager.wake(job)
-        return changed
+    def _subscribe(manager: JobManager, job: Job, context: grpc.ServicerContext) -> None:
+        """Follow ``job``; the client going away wakes the stream, so an idle stream sleeps
+        without polling and ends as soon as its client leaves."""
+        wake = manager.subscribe(job)
+        if not context.add_callback(wake):
+            wake()
 
     @handle_stream_errors
     def StreamMetrics(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
-        changed = self._follow(manager, job, context)
-        sent: set[int] = set()
-        while True:
-            with changed:
-                pending = [
-                    m
-                    for m in job.metrics
-                    if m["epoch"] >= request.from_epoch and m["epoch"] not in sent
-                ]
-                state = trainer_pb2.JobState.Value(f"JOB_STATE_{job.record.state}")
-                if not pending:
-                    if state in TERMINAL_STATES:
-                        break
-                    if not context.is_active():
-                        return
-                    changed.wait(STREAM_RECHECK_SECONDS)
-                    continue
-            for item in pending:
-                sent.add(item["epoch"])
-                yield trainer_pb2.StreamMetricsResponse(
-                    metrics=records.epoch_to_proto(item), state=state
-                )
-        yield trainer_pb2.StreamMetricsResponse(state=state)
+        self._subscribe(manager, job, context)
+        for item, state in manager.follow_metrics(
+            job, request.from_epoch, context.is_active, STREAM_RECHECK_SECONDS
+        ):
+            reply = trainer_pb2.StreamMetricsResponse(
+                state=trainer_pb2.JobState.Value(f"JOB_STATE_{state}")
+            )
+            if item is not None:
+                reply.metrics.CopyFrom(records.epoch_to_proto(item))
+            yield reply
 
     @handle_stream_errors
     def StreamLogs(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
-        changed = self._follow(manager, job, context)
-        position = 0
-        while True:
-            with changed:
-                lines = manager._ensure_log(job)
-                chunk = lines[position : position + 500]
-                ended = job.record.state in records.TERMINAL and job.record.job_id not in (
-                    manager.running
-                )
-                if not chunk:
-                    if ended or not request.follow:
-                        return
-                    if not context.is_active():
-                        return
-                    changed.wait(STREAM_RECHECK_SECONDS)
-                    continue
-                position += len(chunk)
+        self._subscribe(manager, job, context)
+        for chunk in manager.follow_logs(
+            job, request.follow, context.is_active, STREAM_RECHECK_SECONDS
+        ):
             yield trainer_pb2.StreamLogsResponse(lines=chunk)
 
     @handle_errors
@@ -703,7 +657,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         record = job.record
         key = records.checkpoint_key(record.job_id, f"{which}.pt")
         local = manager.cache_root / "predict" / record.job_id / f"{which}.pt"
-        fresh = record.state in records.TERMINAL and local.is_file()
+        fresh = record.state in lifecycle.TERMINAL and local.is_file()
         if not fresh:
             try:
                 manager.store.download(key, local)
