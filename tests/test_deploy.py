@@ -230,6 +230,13 @@ def test_trainers_scale_behind_headless_services(rendered):
         assert replica["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         # SIGTERM drains (jobs stopped at their last checkpoint): time enough for that
         assert pod["terminationGracePeriodSeconds"] >= 60
+        (budget,) = [
+            p for p in of_kind(objects, "PodDisruptionBudget") if p["metadata"]["name"] == host
+        ]
+        assert (
+            budget["spec"]["selector"]["matchLabels"]
+            == deployment["spec"]["selector"]["matchLabels"]
+        )
     host, _, port = data["VISIONMESH_DATASET_ADDR"].rpartition(":")
     assert services[host]["spec"]["ports"][0]["port"] == int(port)
     db = urlparse(data["VISIONMESH_DATABASE_URL"])
