@@ -413,9 +413,8 @@ def summaries(session: Session | Connection, rows: Sequence[Any]) -> dict[str, S
 class Health:
     """A dataset's health summary (the fields of the API's ``DatasetHealth``)."""
 
-    class_counts: list[dict[str, Any]] = dataclasses.field(
-        default_factory=list
-    )  # per class and split
+    # per class and split: category_id, category_name, split, image_count, annotation_count
+    class_counts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     images_per_split: dict[str, int] = dataclasses.field(default_factory=dict)
     unlabeled_image_count: int = 0
     min_width: int = 0

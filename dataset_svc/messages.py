@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.api import httpbody_pb2
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from dataset_svc import cache, names
 from dataset_svc.catalog.models import Image, Snapshot, User
@@ -30,7 +31,15 @@ from dataset_svc.validation import check_enums
 from visionmesh import compat, formats
 from visionmesh.v1 import auth_pb2, common_pb2, compatibility_pb2, dataset_pb2
 
+M = TypeVar("M", bound=Message)
+
 # -- out: rows and dataclasses -> messages ----------------------------------------------------
+
+
+def _of_fields(message_type: type[M], value: Any, **overrides: Any) -> M:
+    """A message of a dataclass whose fields are named as the message's (``overrides``
+    give the nested and computed ones)."""
+    return message_type(**{**vars(value), **overrides})
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -76,17 +85,10 @@ def class_count(entry: dict[str, Any]) -> common_pb2.ClassCount:
 
 
 def health(value: Health) -> dataset_pb2.DatasetHealth:
-    return dataset_pb2.DatasetHealth(
+    return _of_fields(
+        dataset_pb2.DatasetHealth,
+        value,
         class_counts=[class_count(c) for c in value.class_counts],
-        images_per_split=value.images_per_split,
-        unlabeled_image_count=value.unlabeled_image_count,
-        min_width=value.min_width,
-        max_width=value.max_width,
-        min_height=value.min_height,
-        max_height=value.max_height,
-        mean_width=value.mean_width,
-        mean_height=value.mean_height,
-        annotation_kinds=value.annotation_kinds,
     )
 
 
@@ -209,11 +211,9 @@ def issue(problem: formats.Problem) -> common_pb2.Issue:
 
 
 def import_annotations(result: Imported) -> dataset_pb2.ImportAnnotationsResponse:
-    return dataset_pb2.ImportAnnotationsResponse(
-        variant=result.variant,
-        image_count=result.image_count,
-        annotation_count=result.annotation_count,
-        category_count=result.category_count,
+    return _of_fields(
+        dataset_pb2.ImportAnnotationsResponse,
+        result,
         warnings=[issue(p) for p in result.warnings],
     )
 
@@ -237,48 +237,24 @@ def snapshot(row: Snapshot, creator: str) -> dataset_pb2.Snapshot:
 
 
 def diff(value: Diff) -> dataset_pb2.DiffSnapshotsResponse:
-    return dataset_pb2.DiffSnapshotsResponse(
-        added_images=value.added_images,
-        removed_images=value.removed_images,
-        changed_images=value.changed_images,
-        added_annotation_count=value.added_annotation_count,
-        removed_annotation_count=value.removed_annotation_count,
-        changed_annotation_count=value.changed_annotation_count,
-        class_changes=[
-            dataset_pb2.ClassCountChange(
-                category_id=c.category_id,
-                category_name=c.category_name,
-                base_count=c.base_count,
-                target_count=c.target_count,
-            )
-            for c in value.class_changes
-        ],
+    return _of_fields(
+        dataset_pb2.DiffSnapshotsResponse,
+        value,
+        class_changes=[_of_fields(dataset_pb2.ClassCountChange, c) for c in value.class_changes],
     )
 
 
 def integrity(report: IntegrityReport) -> dataset_pb2.CheckIntegrityResponse:
-    return dataset_pb2.CheckIntegrityResponse(
-        checked_blob_count=report.checked_blob_count,
-        problems=[
-            dataset_pb2.BlobProblem(
-                sha256=p.sha256, kind=p.kind, paths=p.paths, affected_snapshots=p.affected_snapshots
-            )
-            for p in report.problems
-        ],
+    return _of_fields(
+        dataset_pb2.CheckIntegrityResponse,
+        report,
+        problems=[_of_fields(dataset_pb2.BlobProblem, p) for p in report.problems],
         ok=report.ok,
     )
 
 
 def export(value: Export) -> dataset_pb2.ExportDatasetResponse:
-    return dataset_pb2.ExportDatasetResponse(
-        export_key=value.export_key,
-        export=value.export,
-        url=value.url,
-        size_bytes=value.size_bytes,
-        sha256=value.sha256,
-        image_count=value.image_count,
-        annotation_count=value.annotation_count,
-    )
+    return _of_fields(dataset_pb2.ExportDatasetResponse, value)
 
 
 def http_bodies(content_type: str, pieces: Iterable[bytes]) -> Iterator[httpbody_pb2.HttpBody]:

@@ -72,6 +72,18 @@ def _add_images(session, dataset_id: str, sizes: dict[str, tuple[int, int]]) -> 
     session.flush()
 
 
+def _user(session) -> User:
+    user = User(username="ann", username_key="ann", password_hash="x")
+    session.add(user)
+    session.flush()
+    return user
+
+
+def _plain_dataset(session, owner: User) -> models.Dataset:
+    fields = SimpleNamespace(display_name="d", description="", visibility=0)
+    return datasets.create(session, owner, fields)
+
+
 DOCUMENT = {
     "categories": [{"id": 1, "name": "cat", "supercategory": "animal"}, {"id": 2, "name": "dog"}],
     "images": [
@@ -87,9 +99,7 @@ DOCUMENT = {
 
 def test_datasets_answer_rows_and_messages_builds_the_listing(catalog):
     with catalog.session() as session:
-        ann = User(username="ann", username_key="ann", password_hash="x")
-        session.add(ann)
-        session.flush()
+        ann = _user(session)
         # what the servicer passes: the request's Dataset message (any object with the fields)
         row = datasets.create(
             session,
@@ -147,12 +157,7 @@ def test_datasets_answer_rows_and_messages_builds_the_listing(catalog):
 def test_integrity_and_diff_answer_dataclasses(catalog, tmp_path):
     store = LocalStore(tmp_path / "store")
     with catalog.session() as session:
-        ann = User(username="ann", username_key="ann", password_hash="x")
-        session.add(ann)
-        session.flush()
-        row = datasets.create(
-            session, ann, SimpleNamespace(display_name="d", description="", visibility=0)
-        )
+        row = _plain_dataset(session, _user(session))
         _add_images(session, row.id, {"train/a.png": (4, 4)})
         sha = session.query(Image.sha256).scalar()
         report = integrity.check(session, store, row.id, verify_hashes=False)
@@ -176,12 +181,7 @@ def test_integrity_and_diff_answer_dataclasses(catalog, tmp_path):
 def test_deleting_a_dataset_removes_its_rows_then_its_objects(catalog, tmp_path):
     store = LocalStore(tmp_path / "store")
     with catalog.session() as session:
-        ann = User(username="ann", username_key="ann", password_hash="x")
-        session.add(ann)
-        session.flush()
-        row = datasets.create(
-            session, ann, SimpleNamespace(display_name="d", description="", visibility=0)
-        )
+        row = _plain_dataset(session, _user(session))
         dataset_id = row.id
     kept = blob_key("0" * 64)
     for key in (
