@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -37,7 +38,8 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataset_svc import documents, paths, retention
+from dataset_svc import documents, gc, paths, retention
+from dataset_svc.catalog import Catalog
 from dataset_svc.catalog.db import lock_blob_references
 from dataset_svc.catalog.models import Blob, BlobGuard, Image, utcnow
 from dataset_svc.errors import (
@@ -49,6 +51,8 @@ from dataset_svc.errors import (
 )
 from dataset_svc.settings import ServiceSettings
 from visionmesh.store import ObjectStore
+
+log = logging.getLogger("dataset_svc")
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO"}
 # Blob writes that wait on the network (S3) overlap with receiving the next files; a
@@ -557,6 +561,24 @@ def run(
     finally:
         receiver.close()
     return received
+
+
+@contextlib.contextmanager
+def unused_blobs_taken_back(
+    catalog: Catalog, store: ObjectStore, receiver: Receiver
+) -> Iterator[set[str]]:
+    """Wrap receiving and committing a stream: the blobs it wrote that no committed row uses
+    (digests the caller adds to the set yielded once committed) leave the store again."""
+    committed: set[str] = set()
+    try:
+        yield committed
+    finally:
+        leftovers = set(receiver.result.written) - committed
+        if leftovers:
+            try:
+                gc.take_back(catalog, store, leftovers)
+            except Exception:  # the next GC removes them
+                log.exception("could not remove %d blobs of a refused upload", len(leftovers))
 
 
 def existing_paths(session: Session, dataset_id: str, on_conflict: str) -> frozenset[str]:

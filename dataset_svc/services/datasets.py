@@ -24,7 +24,6 @@ from dataset_svc import (
     diff,
     documents,
     exports,
-    gc,
     identity,
     images,
     imports,
@@ -37,7 +36,7 @@ from dataset_svc import (
 )
 from dataset_svc.app import App
 from dataset_svc.catalog.models import Dataset, User, utcnow
-from dataset_svc.errors import grpc_errors, invalid_argument, log, not_found
+from dataset_svc.errors import grpc_errors, invalid_argument, not_found
 from dataset_svc.permissions import readable_dataset, readable_row, writable_dataset
 from visionmesh.v1 import dataset_pb2, dataset_pb2_grpc
 
@@ -156,8 +155,7 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
             on_conflict=on_conflict,
             existing=existing,
         )
-        committed: set[str] = set()
-        try:
+        with uploads.unused_blobs_taken_back(self.app.catalog, self.app.store, receiver) as kept:
             received = uploads.run(receiver, messages.UploadChunks(request_iterator), context)
             with self.app.catalog.session() as session:
                 user = identity.caller(session)
@@ -168,15 +166,8 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
                 if changed:
                     datasets.touch(dataset)
                 response = messages.upload_images(changed, received, conflicts)
-            committed = {row.sha256 for row in changed}
-            return response
-        finally:  # what the stream wrote and no committed row uses leaves the store again
-            leftovers = set(receiver.result.written) - committed
-            if leftovers:
-                try:
-                    gc.take_back(self.app.catalog, self.app.store, leftovers)
-                except Exception:  # the next GC removes them
-                    log.exception("could not remove %d blobs of a refused upload", len(leftovers))
+            kept.update(row.sha256 for row in changed)  # committed: these blobs stay
+        return response
 
     def ListImages(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.parent, "parent")
