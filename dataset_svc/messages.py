@@ -93,7 +93,7 @@ def health(value: Health) -> dataset_pb2.DatasetHealth:
 
 
 def dataset(
-    row: Any, owner: str, summary: Summary, health_of: Health | None = None
+    row: Any, owner: str, summary: Summary, summary_of_health: Health | None = None
 ) -> dataset_pb2.Dataset:
     """A Dataset message of a dataset row (ORM or Core), its owner's username and summary."""
     return dataset_pb2.Dataset(
@@ -109,7 +109,7 @@ def dataset(
         labeled=row.labeled,
         categories=[category(c) for c in summary.categories],
         annotation_variant=row.annotation_variant,
-        health=None if health_of is None else health(health_of),
+        health=None if summary_of_health is None else health(summary_of_health),
         total_bytes=summary.total_bytes,
     )
 
