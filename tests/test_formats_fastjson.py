@@ -103,8 +103,8 @@ def test_malformed_numbers_raise_like_json(bad: bytes) -> None:
         fastjson.loads(broken)
 
 
-def test_many_chunks_parsed_side_by_side_keep_document_order(monkeypatch) -> None:
-    monkeypatch.setattr(fastjson, "_CHUNK", 300)  # dozens of chunks on the thread pool
+def test_many_chunks_keep_document_order(monkeypatch) -> None:
+    monkeypatch.setattr(fastjson, "_CHUNK", 300)  # dozens of chunks
     text = json.dumps(coco_doc(n=400, seed=5)).encode()
     doc, table = fastjson.loads(text)
     assert table is not None and len(table.buffers) > 20
@@ -152,6 +152,20 @@ def test_reader_validates_array_polygons(tmp_path: Path) -> None:
     assert [p.path for p in result.errors] == ["annotations[5].segmentation[0]"]
     back = formats.to_dice_dict(result.dataset)
     assert back["annotations"][0]["segmentation"] == doc["annotations"][0]["segmentation"]
+
+
+def test_one_array_polygon_each_is_screened_at_once(tmp_path: Path) -> None:
+    """The usual layout (one polygon per annotation, all read into numpy) is checked in
+    one pass: points outside the image and non-finite numbers are still reported."""
+    doc = coco_doc(inside=True)
+    for a in doc["annotations"]:
+        a["segmentation"] = a["segmentation"][:1]
+    doc["annotations"][7]["segmentation"] = [[10, 10, 5200.5, 20, 30, 40]]  # x beyond 5000
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    result = formats.read(tmp_path, check_images=False)
+    assert isinstance(result.dataset.annotations[0].segmentation[0], np.ndarray)
+    assert [p.path for p in result.errors] == ["annotations[7].segmentation[0]"]
+    assert "outside" in result.errors[0].message
 
 
 def test_fixed6_matches_printf() -> None:
