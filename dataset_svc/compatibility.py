@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import grpc
 
-from dataset_svc.errors import invalid_argument
 from visionmesh import auth, compat, formats
+from visionmesh.errors import invalid_argument
 from visionmesh.v1 import common_pb2, compatibility_pb2, trainer_pb2, trainer_pb2_grpc
 
 KIND_ENUM = {

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from dataset_svc.catalog.db import PreparedQuery
 from dataset_svc.catalog.models import Dataset, User
-from dataset_svc.errors import not_found, permission_denied
+from visionmesh.errors import not_found, permission_denied
 from visionmesh.v1 import common_pb2
 
 

@@ -40,15 +40,15 @@ from sqlalchemy.orm import Session
 from dataset_svc import documents, paths, retention
 from dataset_svc.catalog.db import lock_blob_references
 from dataset_svc.catalog.models import Blob, BlobGuard, Image, utcnow
-from dataset_svc.errors import (
+from dataset_svc.settings import ServiceSettings
+from dataset_svc.validation import check_enums
+from visionmesh.errors import (
     ServiceError,
     aborted,
     already_exists,
     invalid_argument,
     resource_exhausted,
 )
-from dataset_svc.settings import ServiceSettings
-from dataset_svc.validation import check_enums
 from visionmesh.store import ObjectStore
 from visionmesh.v1 import dataset_pb2
 

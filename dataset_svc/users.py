@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataset_svc.catalog.models import User
-from dataset_svc.errors import (
+from visionmesh.errors import (
     already_exists,
     invalid_argument,
     invalid_fields,

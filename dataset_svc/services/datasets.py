@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,10 +35,13 @@ from dataset_svc import (
 )
 from dataset_svc.app import App
 from dataset_svc.catalog.models import Dataset, User, utcnow
-from dataset_svc.errors import grpc_errors, invalid_argument, log, not_found
 from dataset_svc.permissions import readable_dataset, readable_row, writable_dataset
+from dataset_svc.validation import check_enums
+from visionmesh.errors import grpc_errors, invalid_argument, not_found
 from visionmesh.store import KeyNotFound
 from visionmesh.v1 import dataset_pb2, dataset_pb2_grpc
+
+log = logging.getLogger("dataset_svc")
 
 
 def head_info(dataset: Dataset) -> dict[str, object]:
@@ -70,7 +74,7 @@ def load_document(
     return dataset, json.loads(data)
 
 
-@grpc_errors
+@grpc_errors(check_request=check_enums)
 class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
     def __init__(self, app: App) -> None:
         self.app = app
