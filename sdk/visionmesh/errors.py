@@ -119,7 +119,7 @@ def _abort(context: grpc.ServicerContext, exc: Exception, method: Callable[..., 
     if isinstance(exc, ServiceError):
         context.abort_with_status(exc.to_status())
     elif isinstance(exc, grpc.RpcError):
-        raise exc  # the client went away (or abort() already ran): nothing to add
+        raise exc  # the client went away: nothing to add
     else:
         logging.getLogger(method.__module__).exception("%s failed", method.__qualname__)
         context.abort(
@@ -170,7 +170,10 @@ def _wrap(method: Callable[..., Any], check: RequestCheck | None) -> Callable[..
 def grpc_errors(target: Any = None, *, check_request: RequestCheck | None = None) -> Any:
     """Map errors to gRPC statuses, on a servicer class (every method whose name starts with
     a capital: the RPCs) or on one handler method; ``@grpc_errors`` or, with a request check,
-    ``@grpc_errors(check_request=f)`` (``f`` raises ServiceError for a bad request)."""
+    ``@grpc_errors(check_request=f)`` (``f`` raises ServiceError for a bad request).
+
+    Handlers raise ServiceError rather than call ``context.abort`` themselves: the bare
+    exception abort raises would read as unexpected here and answer INTERNAL."""
     if target is None:
         return functools.partial(grpc_errors, check_request=check_request)
     if isinstance(target, type):
