@@ -42,6 +42,7 @@ from trainers.runtime import lifecycle, prepare, records
 from trainers.runtime import worker_protocol as protocol
 from trainers.runtime.adapter import FrameworkAdapter, TrainSpec
 from trainers.runtime.records import JobRecord
+from visionmesh.errors import ServiceError
 from visionmesh.store import KeyNotFound, ObjectStore
 
 log = logging.getLogger("visionmesh.trainer")
@@ -51,16 +52,6 @@ MAX_LOG_LINES = 20000
 LOG_FLUSH_SECONDS = 2.0
 CANCEL_GRACE_SECONDS = 5.0
 CACHE_SWEEP_SECONDS = 300.0
-
-
-class JobError(Exception):
-    """A refusal the servicer turns into a gRPC status (``code`` is a grpc.StatusCode name)."""
-
-    def __init__(self, code: str, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
 
 
 def env_int(name: str, default: int, minimum: int) -> int:
@@ -302,9 +293,11 @@ class JobManager:
     def check_capacity(self) -> None:
         with self.lock:
             if self.draining:
-                raise JobError("UNAVAILABLE", "this trainer is shutting down; try again shortly")
+                raise ServiceError(
+                    "UNAVAILABLE", "this trainer is shutting down; try again shortly"
+                )
             if len(self.queue) >= self.queue_capacity:
-                raise JobError(
+                raise ServiceError(
                     "RESOURCE_EXHAUSTED",
                     f"the {self.framework} trainer's queue is full ({len(self.queue)} job(s) "
                     f"waiting, capacity {self.queue_capacity}); retry later or cancel a job",
@@ -330,7 +323,7 @@ class JobManager:
             job = self.jobs.get(job_id)
             if job is None or (owner is not None and job.record.owner != owner):
                 name = records.job_name(self.adapter.framework, job_id)
-                raise JobError("NOT_FOUND", f"job {name} not found")
+                raise ServiceError("NOT_FOUND", f"job {name} not found")
             return job
 
     def owning_framework(self, job_id: str, owner: str) -> str | None:
@@ -367,7 +360,9 @@ class JobManager:
         with self.lock:
             state = job.record.state
             if state in lifecycle.TERMINAL:
-                raise JobError("FAILED_PRECONDITION", f"{job.record.name} already ended ({state})")
+                raise ServiceError(
+                    "FAILED_PRECONDITION", f"{job.record.name} already ended ({state})"
+                )
             if state in (lifecycle.QUEUED, lifecycle.INTERRUPTED):
                 with contextlib.suppress(ValueError):
                     self.queue.remove(job.record.job_id)
@@ -409,12 +404,12 @@ class JobManager:
         with self.lock:
             record = job.record
             if not lifecycle.allowed(record.state, lifecycle.QUEUED):
-                raise JobError(
+                raise ServiceError(
                     "FAILED_PRECONDITION",
                     f"{record.name} is {record.state}; only INTERRUPTED or FAILED jobs resume",
                 )
             if not self.store.exists(records.checkpoint_key(record.job_id, "last.pt")):
-                raise JobError(
+                raise ServiceError(
                     "FAILED_PRECONDITION",
                     f"{record.name} has no checkpoint to resume from "
                     f"({records.checkpoint_key(record.job_id, 'last.pt')} is absent)",

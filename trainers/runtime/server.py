@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import io
 import logging
 import re
@@ -22,23 +21,22 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
 from google.protobuf import json_format
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from trainers.runtime import lifecycle, records
 from trainers.runtime.adapter import FrameworkAdapter, SpecError, TrainSpec
-from trainers.runtime.jobs import Job, JobError, JobManager
+from trainers.runtime.jobs import Job, JobManager
 from trainers.runtime.models_io import ModelsIOMixin
 from trainers.runtime.predictor import PredictError, PredictPool
 from trainers.runtime.records import JobRecord, task_enum, task_name
 from visionmesh import config
+from visionmesh.errors import ServiceError, grpc_errors
 from visionmesh.server import Service, parse_args, run, service_name
 from visionmesh.store import KeyNotFound, open_store
 from visionmesh.v1 import (
@@ -63,42 +61,6 @@ PAGE_TOKEN_RE = re.compile(r"^[0-9]{1,9}$")
 # A waiting stream re-checks its job this often even without news (a safety net only:
 # changes and the client going away wake it at once).
 STREAM_RECHECK_SECONDS = 30.0
-
-
-def abort(context: grpc.ServicerContext, code: str, message: str, field: str = "") -> None:
-    status_code = getattr(grpc.StatusCode, code)
-    if field:
-        detail = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
-            ]
-        )
-        status = status_pb2.Status(code=getattr(code_pb2, code), message=message)
-        status.details.add().Pack(detail)
-        context.abort_with_status(rpc_status.to_status(status))
-    context.abort(status_code, message)
-
-
-def handle_errors(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def wrapper(self: TrainerServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except JobError as exc:
-            abort(context, exc.code, exc.message, exc.field)
-
-    return wrapper
-
-
-def handle_stream_errors(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-    @functools.wraps(method)
-    def wrapper(self: TrainerServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            yield from method(self, request, context)
-        except JobError as exc:
-            abort(context, exc.code, exc.message, exc.field)
-
-    return wrapper
 
 
 def gpu_names() -> list[str]:
@@ -127,7 +89,7 @@ def detect_device() -> str:
 
 
 def check_image(data: bytes) -> None:
-    """JobError(INVALID_ARGUMENT, field ``image``) unless PIL reads ``data`` as a picture.
+    """ServiceError(INVALID_ARGUMENT, field ``image``) unless PIL reads ``data`` as a picture.
 
     Runs in the server process before a prediction starts (or a model is loaded): a HEIC
     photo without a plugin, a PDF or a truncated header never reaches the predictor.
@@ -145,20 +107,20 @@ def check_image(data: bytes) -> None:
             if head[:4] == b"ftyp" and head[4:8] in (b"heic", b"heix", b"mif1", b"msf1", b"avif")
             else ""
         )
-        raise JobError(
+        raise ServiceError(
             "INVALID_ARGUMENT",
             f"image ({len(data)} bytes) is not a picture this trainer can read{hint}; send "
             "JPEG, PNG, BMP, GIF, TIFF or WebP bytes",
             "image",
         ) from None
     except Image.DecompressionBombError as exc:
-        raise JobError("INVALID_ARGUMENT", f"image is too large: {exc}", "image") from None
+        raise ServiceError("INVALID_ARGUMENT", f"image is too large: {exc}", "image") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise JobError(
+        raise ServiceError(
             "INVALID_ARGUMENT", f"image is a damaged picture ({exc}); send it again", "image"
         ) from None
     if width <= 0 or height <= 0:
-        raise JobError("INVALID_ARGUMENT", f"image ({fmt}) has no pixels", "image")
+        raise ServiceError("INVALID_ARGUMENT", f"image ({fmt}) has no pixels", "image")
 
 
 def _identity() -> tuple[str, str]:
@@ -166,7 +128,7 @@ def _identity() -> tuple[str, str]:
 
     identity = auth.current_identity()
     if identity is None:
-        raise JobError("UNAUTHENTICATED", "this call needs 'authorization: Bearer <token>'")
+        raise ServiceError("UNAUTHENTICATED", "this call needs 'authorization: Bearer <token>'")
     return f"users/{identity.username}", auth.current_token() or ""
 
 
@@ -174,7 +136,7 @@ def _parse_job_name(name: str, field: str = "name") -> tuple[str, str]:
     """(framework, job_id) of ``trainers/{framework}/jobs/{job_id}``."""
     match = records.JOB_NAME_RE.match(name or "")
     if not match:
-        raise JobError(
+        raise ServiceError(
             "INVALID_ARGUMENT",
             f"{field} {name!r} is not trainers/{{framework}}/jobs/{{job_id}}",
             field,
@@ -208,10 +170,10 @@ class DatasetClient:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
             details = exc.details() if hasattr(exc, "details") else str(exc)
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise JobError(
+                raise ServiceError(
                     "UNAVAILABLE", f"dataset service at {self.addr} unreachable ({what}): {details}"
                 ) from None
-            raise JobError(code.name, details or f"{what} failed") from None
+            raise ServiceError(code, details or f"{what} failed") from None
 
     def snapshot(self, dataset: str, reason: str, token: str) -> Any:
         datasets, _ = self._stubs()
@@ -242,6 +204,7 @@ class DatasetClient:
         return self._call("CheckCompatibility", compat.CheckCompatibility, request, token).report
 
 
+@grpc_errors
 class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(
         self,
@@ -280,8 +243,8 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
 
     def GetCapabilities(self, request, context):
         if request.framework and request.framework != self.adapter.framework:
-            context.abort(
-                grpc.StatusCode.NOT_FOUND,
+            raise ServiceError(
+                "NOT_FOUND",
                 f"this trainer serves framework {self.adapter.framework!r}, "
                 f"not {request.framework!r}",
             )
@@ -320,9 +283,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
     # -- helpers ----------------------------------------------------------------------------
     def _manager(self) -> JobManager:
         if self.manager is None:
-            raise JobError("UNIMPLEMENTED", "this trainer runs no jobs")
+            raise ServiceError("UNIMPLEMENTED", "this trainer runs no jobs")
         if not self.ready.wait(60):
-            raise JobError("UNAVAILABLE", "the trainer is still loading its jobs; retry")
+            raise ServiceError("UNAVAILABLE", "the trainer is still loading its jobs; retry")
         return self.manager
 
     def _job(self, name: str) -> Job:
@@ -335,17 +298,17 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         manager = self._manager()
         own = self.adapter.framework
         if framework != own:
-            raise JobError(
+            raise ServiceError(
                 "NOT_FOUND",
                 f"{name} belongs to trainers/{framework}; this trainer is trainers/{own}: "
                 f"ask trainers/{framework}",
             )
         try:
             return manager.get(job_id, owner)
-        except JobError as exc:
+        except ServiceError as exc:
             other = manager.owning_framework(job_id, owner)
-            if exc.code == "NOT_FOUND" and other:
-                raise JobError(
+            if exc.code == grpc.StatusCode.NOT_FOUND and other:
+                raise ServiceError(
                     "NOT_FOUND",
                     f"{name} not found: job {job_id} belongs to trainers/{other} "
                     f"(its name is {records.job_name(other, job_id)})",
@@ -358,10 +321,10 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         if not parent or parent == own or (allow_all and parent == "trainers/-"):
             return
         if not re.match(r"^trainers/[^/]+$", parent):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT", f"parent {parent!r} is not trainers/{{framework}}", "parent"
             )
-        raise JobError("NOT_FOUND", f"{parent} is not served here; this trainer is {own}")
+        raise ServiceError("NOT_FOUND", f"{parent} is not served here; this trainer is {own}")
 
     def _proto(self, job: Job) -> trainer_pb2.Job:
         return job.record.to_proto(self._manager().queue_position(job.record.job_id))
@@ -370,21 +333,21 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         return {h.name: h.default for h in self.adapter.hyperparameters() if not h.extra}
 
     def resolve_spec(self, spec: trainer_pb2.TrainingSpec) -> trainer_pb2.TrainingSpec:
-        """The spec with every 0 replaced by the adapter's default; JobError when invalid."""
+        """The spec with every 0 replaced by the adapter's default; ServiceError when invalid."""
         out = trainer_pb2.TrainingSpec()
         out.CopyFrom(spec)
         if not (DATASET_RE.match(spec.dataset) or SNAPSHOT_RE.match(spec.dataset)):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"spec.dataset {spec.dataset!r} is not datasets/{{id}} or "
                 "datasets/{id}/snapshots/{sid}",
                 "spec.dataset",
             )
         if spec.task_type == common_pb2.TASK_TYPE_UNSPECIFIED:
-            raise JobError("INVALID_ARGUMENT", "spec.task_type is required", "spec.task_type")
+            raise ServiceError("INVALID_ARGUMENT", "spec.task_type is required", "spec.task_type")
         if not spec.model:
             names = ", ".join(m.name for m in self.adapter.models())
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT", f"spec.model is required; one of: {names}", "spec.model"
             )
         defaults = self._defaults()
@@ -418,14 +381,14 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         ]
         for field, ok, message in checks:
             if not ok:
-                raise JobError("INVALID_ARGUMENT", f"{field}: {message}", field)
+                raise ServiceError("INVALID_ARGUMENT", f"{field}: {message}", field)
         try:
             self.adapter.check_extra_values(dict(out.extra))
             self.adapter.check_spec(
                 TrainSpec.from_spec(json_format.MessageToDict(out), task_name(out.task_type))
             )
         except SpecError as exc:
-            raise JobError("INVALID_ARGUMENT", exc.message, exc.field) from None
+            raise ServiceError("INVALID_ARGUMENT", exc.message, exc.field) from None
         return out
 
     def check_device(self, device: str) -> None:
@@ -435,7 +398,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         self.device_known.wait(15)  # nvidia-smi answers within its 10 s timeout
         index = int(device.partition(":")[2] or 0)
         if self.gpus == 0:
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"spec.device {device!r}: this {self.adapter.framework} trainer has no CUDA "
                 f"device (GetCapabilities.device is {self.device!r}); train with device 'cpu' "
@@ -443,7 +406,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 "spec.device",
             )
         if index >= self.gpus:
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"spec.device {device!r}: this trainer has {self.gpus} GPU(s), "
                 f"cuda:0..cuda:{self.gpus - 1}",
@@ -451,7 +414,6 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             )
 
     # -- RPCs -----------------------------------------------------------------------------
-    @handle_errors
     def StartTraining(self, request, context):
         manager = self._manager()
         owner, token = _identity()
@@ -471,13 +433,13 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         """ALREADY_EXISTS when a request_id comes back with a spec other than its job's."""
         try:
             asked = json_format.MessageToDict(self.resolve_spec(request.spec))
-        except JobError:
+        except ServiceError:
             asked = json_format.MessageToDict(request.spec)
         first = existing.record.spec
         if asked == first:
             return
         fields = sorted(k for k in set(asked) | set(first) if asked.get(k) != first.get(k))
-        raise JobError(
+        raise ServiceError(
             "ALREADY_EXISTS",
             f"request_id {request.request_id!r} already started {existing.record.name} with "
             f"another spec (differing: {', '.join(fields)}); send a new request_id to start "
@@ -493,7 +455,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         init_key = self.start_weights(spec, task, owner)  # pretrained / init_from weights
         manager.check_capacity()
         if self.dataset is None:
-            raise JobError("UNAVAILABLE", "no dataset service configured")
+            raise ServiceError("UNAVAILABLE", "no dataset service configured")
         job_id = manager.new_job_id()
         name = records.job_name(self.adapter.framework, job_id)
 
@@ -508,9 +470,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 token,
             )
 
-        def refuse(dataset: str, report: Any, why: str = "") -> JobError:
+        def refuse(dataset: str, report: Any, why: str = "") -> ServiceError:
             reasons = "; ".join(report.errors) or "no usable annotations"
-            return JobError(
+            return ServiceError(
                 "FAILED_PRECONDITION",
                 f"{dataset} cannot train {task}: {reasons}{why}",
                 "spec.task_type",
@@ -529,7 +491,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             snapshot.manifest_key or self.dataset.get_snapshot(snapshot.name, token).manifest_key
         )
         if not manifest_key:
-            raise JobError("FAILED_PRECONDITION", f"{snapshot.name} has no manifest")
+            raise ServiceError("FAILED_PRECONDITION", f"{snapshot.name} has no manifest")
         conversion = ""
         if report.conversion:
             conversion = (
@@ -558,11 +520,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         )
         return manager.submit(record)
 
-    @handle_errors
     def GetJob(self, request, context):
         return trainer_pb2.GetJobResponse(job=self._proto(self._job(request.name)))
 
-    @handle_errors
     def ListJobs(self, request, context):
         owner, _ = _identity()
         self._check_parent(request.parent, allow_all=True)
@@ -584,7 +544,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         size = request.page_size if request.page_size > 0 else 50
         size = min(size, 1000)
         if request.page_token and not PAGE_TOKEN_RE.match(request.page_token):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"page_token {request.page_token[:40]!r} is not one this trainer issued: send "
                 "the next_page_token of the previous page, or none for the first page",
@@ -597,13 +557,11 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             jobs=[self._proto(j) for j in page], next_page_token=token
         )
 
-    @handle_errors
     def CancelJob(self, request, context):
         job = self._job(request.name)
         self._manager().cancel(job, request.stop_early)
         return trainer_pb2.CancelJobResponse(job=self._proto(job))
 
-    @handle_errors
     def ResumeJob(self, request, context):
         job = self._job(request.name)
         self._manager().resume(job)
@@ -617,7 +575,6 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         if not context.add_callback(wake):
             wake()
 
-    @handle_stream_errors
     def StreamMetrics(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
@@ -632,7 +589,6 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 reply.metrics.CopyFrom(records.epoch_to_proto(item))
             yield reply
 
-    @handle_stream_errors
     def StreamLogs(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
@@ -642,16 +598,15 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         ):
             yield trainer_pb2.StreamLogsResponse(lines=chunk)
 
-    @handle_errors
     def Predict(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
         if not request.image:
-            raise JobError("INVALID_ARGUMENT", "image is empty", "image")
+            raise ServiceError("INVALID_ARGUMENT", "image is empty", "image")
         check_image(request.image)
         which = (request.checkpoint or "best").removesuffix(".pt")
         if which not in ("best", "last") and not re.match(r"^epoch_\d+$", which):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT", "checkpoint must be best, last or epoch_<n>", "checkpoint"
             )
         record = job.record
@@ -662,13 +617,13 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             try:
                 manager.store.download(key, local)
             except KeyNotFound:
-                raise JobError(
+                raise ServiceError(
                     "FAILED_PRECONDITION",
                     f"{record.name} has no {which}.pt yet ({key}): wait for an epoch to finish",
                     "checkpoint",
                 ) from None
         if self.predict_pool is None:
-            raise JobError("UNIMPLEMENTED", "prediction is not available on this trainer")
+            raise ServiceError("UNIMPLEMENTED", "prediction is not available on this trainer")
         try:
             reply = self.predict_pool.predict(
                 {
@@ -690,18 +645,17 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 "broken data stream",
             )
             if any(text in message for text in unreadable):
-                raise JobError(
+                raise ServiceError(
                     "INVALID_ARGUMENT", f"image is not a readable picture: {message}", "image"
                 ) from None
-            raise JobError("INTERNAL", f"prediction failed: {message}") from None
+            raise ServiceError("INTERNAL", f"prediction failed: {message}") from None
         return self._prediction(record, reply, key)
 
-    @handle_stream_errors
     def DownloadCheckpoint(self, request, context):
         owner, _ = _identity()
         match = records.CHECKPOINT_NAME_RE.match(request.name or "")
         if not match:
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"name {request.name!r} is not trainers/{{framework}}/jobs/{{job_id}}/"
                 "checkpoints/{best.pt|last.pt|epoch_<n>.pt}",
@@ -713,7 +667,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         try:
             reader = self._manager().store.open_read(key)
         except KeyNotFound:
-            raise JobError(
+            raise ServiceError(
                 "NOT_FOUND",
                 f"{job.record.name} has no {filename} ({key}): it is written when an epoch "
                 "ends (best.pt when the metric improves)",
@@ -778,7 +732,7 @@ def _parse_filter(text: str) -> list[tuple[str, str]]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or key not in ("state", "dataset", "model"):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f'unsupported filter {part!r}: use state=JOB_STATE_..., dataset="datasets/..." '
                 "or model=NAME",
