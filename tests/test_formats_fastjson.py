@@ -178,3 +178,19 @@ def test_fixed6_matches_printf() -> None:
 def test_lines_layout() -> None:
     out = textnum.lines([3, 12], np.array([0.5, 0.25, 1.0, 0.0, 0.125]), np.array([2, 3]))
     assert out == [b"3 0.500000 0.250000\n", b"12 1.000000 0.000000 0.125000\n"]
+
+
+@pytest.mark.parametrize("top", [80, 1500])  # class numbers within the prefix table, or past it
+def test_grouped_lines_join_the_rows_of_each_group(top: int) -> None:
+    rng = np.random.default_rng(top)
+    counts = rng.integers(1, 6, 40) * 2
+    values = rng.random(int(counts.sum()))
+    classes = rng.integers(0, top, 40).tolist()
+    owners = np.sort(rng.integers(0, 12, 40))
+    owners[owners == 5] = 6  # group 5 holds no row
+    groups = np.searchsorted(owners, np.arange(13))
+    rows = textnum.lines(classes, values, counts)
+    bounds = groups.tolist()
+    expected = [b"".join(rows[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert textnum.grouped_lines(classes, values, counts, groups) == expected
+    assert b"" in expected

@@ -65,11 +65,14 @@ class PolygonTable:
                 which.tolist(), offsets.tolist(), (offsets + poly_sizes).tolist(), strict=True
             )
         ]
-        first = (np.cumsum(block_polys) - block_polys).tolist()
         # The polygons of each block, in block order: what each marker stands for.
-        self.blocks = [
-            polygons[f : f + c] for f, c in zip(first, block_polys.tolist(), strict=True)
-        ]
+        if len(polygons) == len(block_polys):  # one polygon per block, the usual case
+            self.blocks = [[p] for p in polygons]
+        else:
+            first = (np.cumsum(block_polys) - block_polys).tolist()
+            self.blocks = [
+                polygons[f : f + c] for f, c in zip(first, block_polys.tolist(), strict=True)
+            ]
         self.claimed = 0
 
     def __len__(self) -> int:
@@ -125,9 +128,7 @@ def loads(data: bytes) -> tuple[Any, PolygonTable | None]:
 
     Raises ``ValueError`` (``json.JSONDecodeError``) for malformed JSON, like ``json.loads``.
     """
-    if data.count(_KEY) < _MIN_BLOCKS:
-        return json_loads(data), None
-    spans = _find_blocks(data)
+    spans = _find_blocks(data)  # as fast as counting the keys when there are none
     if len(spans) < _MIN_BLOCKS:
         return json_loads(data), None
     parsed = _parse_blocks(data, spans)
