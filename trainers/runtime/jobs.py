@@ -574,6 +574,7 @@ class JobManager:
             device=str(spec.get("device", "")),
             pretrained=bool(spec.get("pretrained", False)),
             extra=dict(spec.get("extra", {})),
+            devices=max(int(spec.get("devices", 0)), 1),
         )
 
     def _run_job(self, job: Job) -> None:
