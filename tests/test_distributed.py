@@ -213,3 +213,57 @@ def test_devices_are_checked_at_start(timm_mesh, dataset_server, tmp_path_factor
         assert ultra.network_attempts() == []
     finally:
         assert ultra.stop() == 0
+
+
+# -- ultralytics' DDP epoch relay (its DDP itself needs GPUs) -------------------------------------
+
+
+def test_ultralytics_ddp_callbacks_relay_each_epoch_once_and_stop_on_request(tmp_path):
+    """The callbacks ultralytics' DDP children get (cloudpickled, as its generate_ddp_file
+    does) report through the relay in the job's process: each epoch once, with its
+    checkpoint, and a stop request ends training after that epoch. One real ultralytics
+    process on CPU stands in for the DDP rank 0 that writes them on GPUs."""
+    from tests._job_context import RecordingJob, prepared_shapes
+    from tests._job_context import spec as train_spec
+    from trainers.ultralytics import _yolo
+
+    _yolo.setup_offline(tmp_path / "ultralytics-config")
+    import cloudpickle
+    from ultralytics import YOLO
+
+    data, names = prepared_shapes(
+        tmp_path / "data", "object_detection", "yolo", images=8, size=96, max_shapes=2
+    )
+    job = RecordingJob(
+        train_spec("object_detection", "yolo11n", epochs=3, batch_size=4, image_size=96),
+        data,
+        names,
+        tmp_path / "work",
+        stop_after=2,
+    )
+    relay = _yolo.DDPEpochRelay(job, job.work_dir / "ddp-epochs")
+    model = YOLO("yolo11n.yaml")
+    _yolo.add_ddp_callbacks(model, relay)
+    cloudpickle.loads(cloudpickle.dumps(model.callbacks))  # what the DDP children load
+    relay.start()
+    try:
+        model.train(
+            data=str(_yolo.build_view(data, "object_detection", job.work_dir)),
+            epochs=3,
+            batch=4,
+            imgsz=96,
+            device="cpu",
+            workers=0,
+            plots=False,
+            amp=False,
+            project=str(job.work_dir / "runs"),
+            name="train",
+            exist_ok=True,
+        )
+    finally:
+        relay.finish()
+    assert [e.epoch for e in job.epochs] == [1, 2]  # stopped after epoch 2, as asked
+    for e in job.epochs:
+        assert e.checkpoint is not None and e.checkpoint.stat().st_size > 0
+        assert {"train/loss", "val/map50_95", "lr"} <= set(e.values), sorted(e.values)
+        assert e.images_seen > 0

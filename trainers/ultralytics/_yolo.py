@@ -332,9 +332,7 @@ def train(adapter: Any, job: JobContext) -> None:
     if distributed:
         relay = DDPEpochRelay(job, job.work_dir.resolve() / "ddp-epochs")
         job.log(f"ultralytics DDP on GPUs {device} ({len(device.split(','))} processes)")
-        model.add_callback("on_pretrain_routine_start", _ddp_pretrain)
-        model.add_callback("on_train_epoch_end", _ddp_train_epoch_end)
-        model.add_callback("on_fit_epoch_end", functools.partial(_ddp_fit_epoch_end, relay.path))
+        add_ddp_callbacks(model, relay)
         relay.start()
     else:
         model.add_callback("on_train_epoch_end", on_train_epoch_end)
@@ -356,6 +354,13 @@ def train(adapter: Any, job: JobContext) -> None:
 # -- ultralytics DDP: epochs relayed from its rank 0 ---------------------------------------
 
 
+def add_ddp_callbacks(model: Any, relay: DDPEpochRelay) -> None:
+    """The callbacks ultralytics' DDP children run (picklable: no closure over the job)."""
+    model.add_callback("on_pretrain_routine_start", _ddp_pretrain)
+    model.add_callback("on_train_epoch_end", _ddp_train_epoch_end)
+    model.add_callback("on_fit_epoch_end", functools.partial(_ddp_fit_epoch_end, relay.path))
+
+
 def _ddp_pretrain(trainer: Any) -> None:
     """In ultralytics' DDP children: keep AMP without its networked check there too."""
     keep_amp_without_network()
@@ -367,7 +372,9 @@ def _ddp_train_epoch_end(trainer: Any) -> None:
 
 def _ddp_fit_epoch_end(folder: str, trainer: Any) -> None:
     """In ultralytics' DDP rank 0: write the epoch for :class:`DDPEpochRelay` (a copy of
-    last.pt, then its JSON by an atomic rename); stop when the relay asks."""
+    last.pt, then its JSON by an atomic rename), wait until the relay has reported it (as
+    a single process does, so a stop request takes effect after this very epoch), and stop
+    when the relay asks."""
     if os.environ.get("RANK", "0") != "0":
         return
     report = _epoch_report(trainer, trainer.__dict__.setdefault("_visionmesh", {}))
@@ -381,14 +388,21 @@ def _ddp_fit_epoch_end(folder: str, trainer: Any) -> None:
         doc["checkpoint"] = report["last"] is not None
         (out / f".epoch_{n}.json.tmp").write_text(json.dumps(doc))
         os.replace(out / f".epoch_{n}.json.tmp", out / f"epoch_{n}.json")
+        deadline = time.monotonic() + RELAY_WAIT_SECONDS
+        while not (out / f"reported_{n}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     if (out / "stop").exists():
         trainer.stop = True
+
+
+#: How long ultralytics' DDP rank 0 waits for an epoch to be reported before going on.
+RELAY_WAIT_SECONDS = 120.0
 
 
 class DDPEpochRelay(threading.Thread):
     """Reports, in this (the job's) process, the epochs ultralytics' DDP rank 0 writes to
     ``path`` (``epoch_<n>.json`` + ``epoch_<n>.pt``), each once and in order; writes
-    ``path/stop`` when the runtime asks the job to stop."""
+    ``path/stop`` when the runtime asks the job to stop, then ``path/reported_<n>``."""
 
     def __init__(self, job: JobContext, path: Path) -> None:
         super().__init__(daemon=True, name="ddp-epochs")
@@ -401,7 +415,7 @@ class DDPEpochRelay(threading.Thread):
         self._lock = threading.Lock()
 
     def run(self) -> None:
-        while not self._finished.wait(0.5):
+        while not self._finished.wait(0.1):
             self.sweep()
 
     def finish(self) -> None:
@@ -427,6 +441,7 @@ class DDPEpochRelay(threading.Thread):
                 (folder / f"epoch_{n - 2}.pt").unlink(missing_ok=True)
                 if stop or self.job.should_stop():
                     (folder / "stop").touch()
+                (folder / f"reported_{n}").touch()
 
 
 # -- prediction -----------------------------------------------------------------------------
