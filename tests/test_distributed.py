@@ -4,8 +4,9 @@ Through the platform (real dataset_svc, real trainer servers in child processes)
 and an hf classifier train with ``device="cpu", devices=2`` (two gloo processes) and give
 the metric stream of the same spec trained by one process (epochs 1..N once each, the same
 metric names), with a job log that names both ranks; Predict answers from the
-2-process job's best.pt. A rank that dies fails the job with an error naming it, and a
-cancel stops every rank. StartTraining refuses what cannot run here: GPUs this machine
+2-process job's best.pt. A rank that dies fails the job with an error naming it, a
+cancel stops every rank, and a 2-process job whose trainer was killed resumes from
+last.pt with every epoch counted once. StartTraining refuses what cannot run here: GPUs this machine
 lacks, a device list with a contradicting count, ultralytics' DDP on CPU.
 
 ultralytics' own DDP needs several GPUs; without them its epoch relay (what carries
@@ -25,7 +26,7 @@ import grpc
 import pytest
 
 from tests._dataset import DEFAULT_BACKEND, dataset_server_fixture
-from tests._job_context import server_mesh
+from tests._job_context import check_kill_and_resume, server_mesh
 from tests._trainers import (
     collect_metrics,
     job_log,
@@ -162,6 +163,19 @@ def test_cancel_stops_every_rank(timm_mesh):
     stub.CancelJob(S.CancelJobRequest(name=job.name), timeout=60)
     assert wait_job(stub, job.name, {S.JOB_STATE_CANCELLED}, timeout=60)
     assert gone_within(pids, 15), [p for p in pids if alive(p)]
+
+
+def test_a_two_process_job_resumes_after_its_trainer_was_killed(tmp_path):
+    check_kill_and_resume(
+        "timm",
+        "classify",
+        "test_resnet",
+        tmp_path,
+        batch_size=4,
+        image_size=96,
+        device="cpu",
+        devices=2,
+    )
 
 
 # -- StartTraining checks ------------------------------------------------------------------------
