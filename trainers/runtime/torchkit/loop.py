@@ -47,6 +47,7 @@ class TorchTrainer:
     #: DistributedDataParallel's find_unused_parameters (models whose loss skips parameters)
     find_unused_parameters = False
     team = Team()  #: the processes training this job (one unless distributed)
+    train_sampler: Any = None  #: this rank's DistributedSampler (None: one process)
 
     def __init__(self, job: JobContext) -> None:
         self.job = job
@@ -160,8 +161,9 @@ class TorchTrainer:
                 break
         if team.size > 1:
             job.log(
-                f"distributed: {team.size} {team.backend} processes trained (images over the run) "
+                f"distributed: {team.size} {team.backend} processes trained "
                 + ", ".join(f"rank {r}: {n} images" for r, n in enumerate(per_rank))
+                + " (all epochs)"
             )
 
     def rank_seed(self, seed: int) -> int:
@@ -187,8 +189,6 @@ class TorchTrainer:
         }
         merged["lr"] = values["lr"]
         return merged, total
-
-    train_sampler: Any = None
 
     def build_loaders(self):
         """(train loader: shuffled with a seeded generator, val loader). Distributed: each
