@@ -30,7 +30,14 @@ from google.api import httpbody_pb2
 from google.protobuf import json_format
 
 from trainers.runtime import lifecycle, records
-from trainers.runtime.adapter import FrameworkAdapter, SpecError, TrainSpec
+from trainers.runtime.adapter import (
+    FrameworkAdapter,
+    Placement,
+    SpecError,
+    TrainSpec,
+    parse_devices,
+    single_device,
+)
 from trainers.runtime.jobs import Job, JobManager
 from trainers.runtime.models_io import ModelsIOMixin
 from trainers.runtime.predictor import PredictError, PredictPool
@@ -56,7 +63,6 @@ __all__ = ["TrainerServicer", "main", "task_enum"]
 DATASET_RE = re.compile(r"^datasets/[^/]+$")
 SNAPSHOT_RE = re.compile(r"^datasets/[^/]+/snapshots/[^/]+$")
 DOWNLOAD_PIECE_BYTES = 1024 * 1024
-DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 PAGE_TOKEN_RE = re.compile(r"^[0-9]{1,9}$")
 # A waiting stream re-checks its job this often even without news (a safety net only:
 # changes and the client going away wake it at once).
@@ -373,16 +379,12 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             ("spec.val_fraction", 0 < out.val_fraction < 1, "val_fraction must be in (0, 1)"),
             ("spec.max_duration_seconds", out.max_duration_seconds >= 0, "must be >= 0"),
             ("spec.keep_last_checkpoints", 0 <= out.keep_last_checkpoints <= 1000, "0..1000"),
-            (
-                "spec.device",
-                not out.device or bool(DEVICE_RE.match(out.device)),
-                "device must be cpu, cuda or cuda:N",
-            ),
         ]
         for field, ok, message in checks:
             if not ok:
                 raise ServiceError("INVALID_ARGUMENT", f"{field}: {message}", field)
         try:
+            self.resolve_devices(out)
             self.adapter.check_extra_values(dict(out.extra))
             self.adapter.check_spec(
                 TrainSpec.from_spec(json_format.MessageToDict(out), task_name(out.task_type))
@@ -391,12 +393,45 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             raise ServiceError("INVALID_ARGUMENT", exc.message, exc.field) from None
         return out
 
-    def check_device(self, device: str) -> None:
-        """FAILED_PRECONDITION when ``device`` asks for a GPU this trainer does not have."""
-        if not device.startswith("cuda"):
+    def resolve_devices(self, spec: trainer_pb2.TrainingSpec) -> None:
+        """Check ``spec.device`` / ``spec.devices`` (SpecError) and settle them in ``spec``:
+        a GPU list sets ``devices`` to its length; several processes on an empty device
+        become "cuda" when this trainer has a GPU, else "cpu"."""
+        placement = parse_devices(spec.device, spec.devices)
+        if placement.gpus and placement.world_size > 1:
+            spec.devices = placement.world_size
+        if placement.world_size <= 1:
+            return
+        if not placement.kind:
+            self.device_known.wait(15)
+            spec.device = "cuda" if self.gpus else "cpu"
+            placement = parse_devices(spec.device, spec.devices)
+        kinds = self.adapter.distributed_devices
+        if placement.kind not in kinds:
+            framework = self.adapter.framework
+            if not kinds:
+                why = f"the {framework} trainer trains a job in one process only"
+            else:
+                why = (
+                    f"the {framework} trainer trains one job on several processes only with "
+                    f"device {' or '.join(kinds)} (its own distributed training)"
+                )
+            raise SpecError(
+                "spec.devices",
+                f"spec.device {spec.device!r} with devices={placement.world_size}: {why}; "
+                "train with devices=1 or on GPUs",
+            )
+
+    def check_device(self, device: str, devices: int = 0) -> None:
+        """FAILED_PRECONDITION when the spec asks for GPUs this trainer does not have."""
+        placement = parse_devices(device, devices)
+        if placement.kind != "cuda":
             return
         self.device_known.wait(15)  # nvidia-smi answers within its 10 s timeout
-        index = int(device.partition(":")[2] or 0)
+        if placement.world_size > 1 or len(placement.gpus) > 1:
+            self._check_gpu_count(device, placement)
+            return
+        index = placement.gpus[0] if placement.gpus else 0
         if self.gpus == 0:
             raise ServiceError(
                 "FAILED_PRECONDITION",
@@ -412,6 +447,25 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 f"cuda:0..cuda:{self.gpus - 1}",
                 "spec.device",
             )
+
+    def _check_gpu_count(self, device: str, placement: Placement) -> None:
+        needed = placement.gpus_needed()
+        if needed <= self.gpus:
+            return
+        if placement.gpus:
+            asked = f"spec.device {device!r} needs GPUs up to cuda:{needed - 1}"
+        else:
+            asked = (
+                f"spec.device {device!r} with devices={placement.world_size} needs {needed} GPUs"
+            )
+        have = f"cuda:0..cuda:{self.gpus - 1}" if self.gpus else "none"
+        raise ServiceError(
+            "FAILED_PRECONDITION",
+            f"{asked}, but this {self.adapter.framework} trainer has {self.gpus} GPU(s) "
+            f"({have}; GetCapabilities.device is {self.device!r}); ask for fewer devices "
+            "or use a trainer with more GPUs",
+            "spec.devices" if not placement.gpus else "spec.device",
+        )
 
     # -- RPCs -----------------------------------------------------------------------------
     def StartTraining(self, request, context):
@@ -451,7 +505,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         manager = self._manager()
         spec = self.resolve_spec(request.spec)
         task = task_name(spec.task_type)
-        self.check_device(spec.device)
+        self.check_device(spec.device, spec.devices)
         init_key = self.start_weights(spec, task, owner)  # pretrained / init_from weights
         manager.check_capacity()
         if self.dataset is None:
@@ -633,7 +687,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                     "class_names": record.class_names,
                     "confidence": request.confidence_threshold or 0.25,
                     "max_detections": request.max_detections or 100,
-                    "device": str(record.spec.get("device", "")),
+                    "device": single_device(str(record.spec.get("device", ""))),
                 }
             )
         except PredictError as exc:
