@@ -135,6 +135,25 @@ class TrainSpec:
         """``device`` and ``devices`` parsed (:func:`parse_devices`)."""
         return parse_devices(self.device, self.devices)
 
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], task_type: str) -> TrainSpec:
+        """The TrainSpec of a resolved TrainingSpec in its JSON form (``json_format``'s
+        camelCase dict, as JobRecord.spec keeps it); ``task_type`` as records.task_name."""
+        return cls(
+            task_type=task_type,
+            model=str(spec.get("model", "")),
+            epochs=int(spec.get("epochs", 1)),
+            batch_size=int(spec.get("batchSize", 16)),
+            image_size=int(spec.get("imageSize", 640)),
+            learning_rate=float(spec.get("learningRate", 0.01)),
+            seed=int(spec.get("seed", 0)),
+            patience=int(spec.get("patience", 0)),
+            device=str(spec.get("device", "")),
+            pretrained=bool(spec.get("pretrained", False)),
+            extra=dict(spec.get("extra", {})),
+            devices=max(int(spec.get("devices", 0)), 1),
+        )
+
 
 #: The most processes one job may train on (``TrainingSpec.devices``).
 MAX_DEVICES = 64
@@ -218,25 +237,6 @@ def single_device(device: str) -> str:
     if placement.gpus and (len(placement.gpus) > 1 or not device.startswith("cuda")):
         return f"cuda:{placement.gpus[0]}"
     return device
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], task_type: str) -> TrainSpec:
-        """The TrainSpec of a resolved TrainingSpec in its JSON form (``json_format``'s
-        camelCase dict, as JobRecord.spec keeps it); ``task_type`` as records.task_name."""
-        return cls(
-            task_type=task_type,
-            model=str(spec.get("model", "")),
-            epochs=int(spec.get("epochs", 1)),
-            batch_size=int(spec.get("batchSize", 16)),
-            image_size=int(spec.get("imageSize", 640)),
-            learning_rate=float(spec.get("learningRate", 0.01)),
-            seed=int(spec.get("seed", 0)),
-            patience=int(spec.get("patience", 0)),
-            device=str(spec.get("device", "")),
-            pretrained=bool(spec.get("pretrained", False)),
-            extra=dict(spec.get("extra", {})),
-            devices=max(int(spec.get("devices", 0)), 1),
-        )
 
 
 @dataclass
