@@ -463,7 +463,7 @@ class JobStore:
         j = self.t.jobs
         now = self.now()
         try:
-            with self.engine.begin() as conn:
+            with self._tx() as conn:
                 if self.postgres:  # one submitter at a time per framework: the bound holds
                     conn.execute(
                         text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_key("submit")}
@@ -493,6 +493,7 @@ class JobStore:
                         **values,
                     )
                 )
+                self._notify(conn, record.job_id, 0, "queued")
         except IntegrityError:  # the same request on another replica won the race
             found = self.get_by_request(record.owner, record.request_id)
             if found is None:
@@ -611,6 +612,7 @@ class JobStore:
                 if record.state == INTERRUPTED:
                     record.resume_count += 1
                     resume = True
+                record.replica = self.replica
                 record.touch()
                 done = conn.execute(
                     update(j)
@@ -717,6 +719,7 @@ class JobStore:
                     .where(j.c.job_id == record.job_id, j.c.version == found.version)
                     .values(version=found.version + 1, **values)
                 )
+                self._notify(conn, record.job_id, 0, "queued")
         if interrupted:
             log.info("%s: took back %d job(s) of dead replicas", self.framework, len(interrupted))
         return interrupted
@@ -782,6 +785,8 @@ class JobStore:
                     extra.append(("state", {"state": target, "error": record.error}))
                 for kind, payload in extra:
                     self._append(conn, job_id, kind, payload, now)
+                if requeue or (release and record.state in CLAIMABLE):
+                    self._notify(conn, job_id, 0, "queued")
             found.record = record
             found.version += 1
             if release:

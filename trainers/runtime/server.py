@@ -20,6 +20,7 @@ import logging
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from grpc_status import rpc_status
 from trainers.runtime import records
 from trainers.runtime.adapter import FrameworkAdapter, SpecError, TrainSpec
 from trainers.runtime.jobs import Job, JobError, JobManager
+from trainers.runtime.jobstore import ReplicaRefused
 from trainers.runtime.models_io import ModelsIOMixin
 from trainers.runtime.predictor import PredictError, PredictPool
 from trainers.runtime.records import JobRecord, task_enum, task_name
@@ -63,11 +65,6 @@ PAGE_TOKEN_RE = re.compile(r"^[0-9]{1,9}$")
 # A waiting stream re-checks its job this often even without news (a safety net only:
 # changes and the client going away wake it at once).
 STREAM_RECHECK_SECONDS = 30.0
-TERMINAL_STATES = {
-    trainer_pb2.JOB_STATE_SUCCEEDED,
-    trainer_pb2.JOB_STATE_FAILED,
-    trainer_pb2.JOB_STATE_CANCELLED,
-}
 
 
 def abort(context: grpc.ServicerContext, code: str, message: str, field: str = "") -> None:
@@ -629,63 +626,36 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         return trainer_pb2.ResumeJobResponse(job=self._proto(job))
 
     @staticmethod
-    def _follow(manager: JobManager, job: Job, context: grpc.ServicerContext) -> Any:
-        """The condition a stream of ``job`` waits on; the client going away wakes it, so an
-        idle stream sleeps without polling and ends as soon as its client leaves."""
-        changed = manager.watch(job)
+    def _subscribe(manager: JobManager, job: Job, context: grpc.ServicerContext) -> None:
+        """Follow ``job``; the client going away wakes the stream, so an idle stream sleeps
+        without polling and ends as soon as its client leaves."""
+        manager.watch(job)
         if not context.add_callback(lambda: manager.wake(job)):
             manager.wake(job)
-        return changed
 
     @handle_stream_errors
     def StreamMetrics(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
-        changed = self._follow(manager, job, context)
-        sent: set[int] = set()
-        while True:
-            with changed:
-                pending = [
-                    m
-                    for m in job.metrics
-                    if m["epoch"] >= request.from_epoch and m["epoch"] not in sent
-                ]
-                state = trainer_pb2.JobState.Value(f"JOB_STATE_{job.record.state}")
-                if not pending:
-                    if state in TERMINAL_STATES:
-                        break
-                    if not context.is_active():
-                        return
-                    changed.wait(STREAM_RECHECK_SECONDS)
-                    continue
-            for item in pending:
-                sent.add(item["epoch"])
-                yield trainer_pb2.StreamMetricsResponse(
-                    metrics=records.epoch_to_proto(item), state=state
-                )
-        yield trainer_pb2.StreamMetricsResponse(state=state)
+        self._subscribe(manager, job, context)
+        for item, state in manager.follow_metrics(
+            job, request.from_epoch, context.is_active, STREAM_RECHECK_SECONDS
+        ):
+            reply = trainer_pb2.StreamMetricsResponse(
+                state=trainer_pb2.JobState.Value(f"JOB_STATE_{state}")
+            )
+            if item is not None:
+                reply.metrics.CopyFrom(records.epoch_to_proto(item))
+            yield reply
 
     @handle_stream_errors
     def StreamLogs(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
-        changed = self._follow(manager, job, context)
-        position = 0
-        while True:
-            with changed:
-                lines = manager._ensure_log(job)
-                chunk = lines[position : position + 500]
-                ended = job.record.state in records.TERMINAL and job.record.job_id not in (
-                    manager.running
-                )
-                if not chunk:
-                    if ended or not request.follow:
-                        return
-                    if not context.is_active():
-                        return
-                    changed.wait(STREAM_RECHECK_SECONDS)
-                    continue
-                position += len(chunk)
+        self._subscribe(manager, job, context)
+        for chunk in manager.follow_logs(
+            job, request.follow, context.is_active, STREAM_RECHECK_SECONDS
+        ):
             yield trainer_pb2.StreamLogsResponse(lines=chunk)
 
     @handle_errors
@@ -853,13 +823,23 @@ class _LazyVerifier:
 
 
 def build(
-    adapter: FrameworkAdapter, settings: config.Settings | None = None
+    adapter: FrameworkAdapter, settings: config.Settings | None = None, *, listen: str = ""
 ) -> tuple[TrainerServicer, JobManager, PredictPool, list[grpc.ServerInterceptor]]:
+    """The servicer and its job manager; the manager registers as a replica of its framework
+    here (jobstore.ReplicaRefused: a second replica on SQLite)."""
     from visionmesh import auth
 
     settings = settings or config.load()
     store = open_store(settings.store_url)
-    manager = JobManager(adapter, store, home=settings.home, store_url=settings.store_url)
+    manager = JobManager(
+        adapter,
+        store,
+        home=settings.home,
+        store_url=settings.store_url,
+        database_url=settings.database_url,
+        address=listen,
+    )
+    manager.open()
     predict_log = settings.home / "trainer-work" / adapter.framework / "predict.log"
     predict_log.parent.mkdir(parents=True, exist_ok=True)
     adapter_path = f"{type(adapter).__module__}:{type(adapter).__name__}"
@@ -892,7 +872,11 @@ def build(
 def main(adapter: FrameworkAdapter, argv: Sequence[str] | None = None) -> int:
     prog = f"trainers.{adapter.framework}"
     args = parse_args(prog, config.DEFAULT_ADDRESSES[adapter.framework], argv)
-    servicer, manager, pool, interceptors = build(adapter)
+    try:
+        servicer, manager, pool, interceptors = build(adapter, listen=args.listen)
+    except ReplicaRefused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     service = Service(
         service_name(trainer_pb2, "TrainerService"),
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
