@@ -291,3 +291,28 @@ def test_a_dead_replica_on_this_host_does_not_block_a_restart(stores):
     assert new.reap() == ["job1"]
     assert [r.job_id for r in new.claim(1)] == ["job1"]
     assert [r["id"] for r in new.replicas()] == ["new"]
+
+
+def test_a_second_trainer_on_sqlite_is_refused_at_start(tmp_path):
+    """What a user sees: the second ``python -m trainers.ultralytics`` on one SQLite catalog
+    exits at once saying to use PostgreSQL; once the first has stopped, one starts again."""
+    from tests._servers import start_server
+
+    home = tmp_path / "home"
+    env = {
+        "VISIONMESH_HOME": str(home),
+        "VISIONMESH_STORE_URL": f"file://{home / 'store'}",
+        "VISIONMESH_DATABASE_URL": f"sqlite:///{home / 'catalog.db'}",
+    }
+    first = start_server("trainers.ultralytics", env=env)
+    try:
+        with pytest.raises(AssertionError) as refused:
+            start_server("trainers.ultralytics", env=env)
+        message = str(refused.value)
+        assert "exited with 2" in message, message
+        assert "SQLite allows one trainer replica per framework" in message
+        assert "VISIONMESH_DATABASE_URL to a PostgreSQL database" in message
+    finally:
+        assert first.stop() == 0
+    again = start_server("trainers.ultralytics", env=env)
+    assert again.stop() == 0

@@ -121,12 +121,17 @@ def epoch_events(mesh, job_name: str) -> list[int]:
     return [json.loads(r.payload)["epoch"] for r in rows]
 
 
-def wait_replica(stub, name: str, timeout: float = 180) -> S.Job:
-    """The job once a replica runs it (RUNNING, with Job.replica)."""
+def wait_replica(
+    stub, name: str, timeout: float = 180, *, seen: set | None = None, not_on: str = ""
+):
+    """The job once a replica (other than ``not_on``) runs it (RUNNING, with Job.replica);
+    ``seen`` collects the states on the way."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = stub.GetJob(S.GetJobRequest(name=name), timeout=10).job
-        if job.state == S.JOB_STATE_RUNNING and job.replica:
+        if seen is not None:
+            seen.add(job.state)
+        if job.state == S.JOB_STATE_RUNNING and job.replica and job.replica != not_on:
             return job
         assert job.state not in DONE, job.error
         time.sleep(0.1)
@@ -169,8 +174,10 @@ def test_a_sigkilled_replicas_job_resumes_on_another_with_each_epoch_once(mesh):
     assert first.metrics.epoch == 1  # the job is in its second epoch now
     killed = time.monotonic()
     mesh["replicas"][victim].kill()
-    moved = wait_replica(stub, job.name, timeout=120)
-    assert moved.replica != victim and moved.resume_count == 1
+    seen: set[int] = set()
+    moved = wait_replica(stub, job.name, timeout=120, seen=seen, not_on=victim)
+    assert moved.resume_count == 1
+    assert S.JOB_STATE_INTERRUPTED in seen
     assert time.monotonic() - killed < LEASE * 3 + 60
     rest = [r for r in stream]
     assert [r.metrics.epoch for r in rest if r.HasField("metrics")] == [2, 3, 4]

@@ -313,7 +313,7 @@ class JobManager:
         except Exception:
             log.exception("could not write %s to the database", job.record.name)
             return None
-        job.record = row.record
+        job.record.__dict__.update(row.record.__dict__)  # in place: callers hold it
         job.replica = row.lease_owner or ""
         return row
 
@@ -338,7 +338,7 @@ class JobManager:
     def _refresh(self, job: Job, row: JobRow) -> Job:
         """Show the row in ``job`` (a job this replica does not run)."""
         if not job.local:
-            job.record = row.record
+            job.record.__dict__.update(row.record.__dict__)
         job.replica = row.lease_owner or ""
         return job
 
