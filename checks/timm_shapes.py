@@ -85,7 +85,7 @@ def prepare_shapes(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Generate shapes and lay them out as the runtime would; returns the prepared info."""
-    from trainers.runtime.convert import write_layout
+    from trainers.runtime.layouts import write_layout
     from visionmesh import shapes
 
     source = folder / "source"

@@ -1,5 +1,6 @@
 """Bytes out of the store: image content and thumbnails (GetImageContent), export zips
-(DownloadExport), each as a stream of ``google.api.HttpBody`` pieces of at most 1 MiB.
+(DownloadExport), each as a content type and pieces of at most 1 MiB (the servicer sends
+them as ``google.api.HttpBody`` messages, :func:`dataset_svc.messages.http_bodies`).
 
 Thumbnails are JPEGs whose longest side is ``thumbnail_size`` pixels, made on first request
 and kept in the store under ``thumbnails/<size>/<ab>/<sha256>.jpg`` (derived from the
@@ -15,7 +16,6 @@ import io
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from google.api import httpbody_pb2
 from PIL import Image as PILImage
 from PIL import ImageOps
 
@@ -26,15 +26,18 @@ PIECE_BYTES = 1024 * 1024
 MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 1024
 
 
-def stream(reader: BinaryIO, content_type: str) -> Iterator[httpbody_pb2.HttpBody]:
-    """The reader's bytes as HttpBody pieces; the first carries the content type."""
+Content = tuple[str, Iterator[bytes]]  # (content type, the bytes in pieces)
+
+
+def pieces(reader: BinaryIO) -> Iterator[bytes]:
+    """The reader's bytes in pieces of at most PIECE_BYTES (one empty piece when empty)."""
     with reader:
         first = True
         while True:
             data = reader.read(PIECE_BYTES)
             if not data and not first:
                 return
-            yield httpbody_pb2.HttpBody(content_type=content_type if first else "", data=data)
+            yield data
             first = False
 
 
@@ -68,14 +71,14 @@ def make_thumbnail(data: bytes, size: int) -> bytes:
 
 def image_content(
     store: ObjectStore, sha256: str, content_type: str, thumbnail_size: int, name: str
-) -> Iterator[httpbody_pb2.HttpBody]:
+) -> Content:
     check_thumbnail_size(thumbnail_size)
     try:
         if not thumbnail_size:
-            return stream(store.open_read(blob_key(sha256)), content_type or "image/*")
+            return content_type or "image/*", pieces(store.open_read(blob_key(sha256)))
         key = thumbnail_key(sha256, thumbnail_size)
         try:
-            return stream(store.open_read(key), "image/jpeg")
+            return "image/jpeg", pieces(store.open_read(key))
         except KeyNotFound:
             pass
         data = make_thumbnail(store.get_bytes(blob_key(sha256)), thumbnail_size)
@@ -85,11 +88,11 @@ def image_content(
             "run CheckIntegrity"
         ) from None
     store.put_bytes(key, data, "image/jpeg")
-    return iter([httpbody_pb2.HttpBody(content_type="image/jpeg", data=data)])
+    return "image/jpeg", iter([data])
 
 
-def export_content(store: ObjectStore, key: str, name: str) -> Iterator[httpbody_pb2.HttpBody]:
+def export_content(store: ObjectStore, key: str, name: str) -> Content:
     try:
-        return stream(store.open_read(key), "application/zip")
+        return "application/zip", pieces(store.open_read(key))
     except KeyNotFound:
         raise not_found(f"export {name} not found: run ExportDataset first") from None

@@ -1,10 +1,18 @@
-"""Dataset CRUD, listing (filters, order, pagination), counts and the health summary."""
+"""Dataset CRUD, listing (filters, order, pagination), counts and the health summary.
+
+Everything here answers catalog rows or plain dataclasses (:class:`DatasetPage`,
+:class:`Summary`, :class:`Health`); :mod:`dataset_svc.messages` makes messages of them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -21,9 +29,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from dataset_svc import cache, convert, filters, names, pagination
+from dataset_svc import cache, documents, filters, names, pagination
 from dataset_svc.catalog.db import PreparedQuery
 from dataset_svc.catalog.models import (
+    VISIBILITY_PRIVATE,
+    VISIBILITY_PUBLIC,
+    VISIBILITY_UNSPECIFIED,
     Annotation,
     Category,
     Dataset,
@@ -36,7 +47,9 @@ from dataset_svc.catalog.models import (
 from dataset_svc.errors import invalid_argument, invalid_fields
 from dataset_svc.permissions import visible_to
 from dataset_svc.validation import text_problem
-from visionmesh.v1 import common_pb2, dataset_pb2
+from visionmesh.store import KeyNotFound, ObjectStore
+
+log = logging.getLogger("dataset_svc")
 
 MAX_DISPLAY_NAME = 200
 MAX_DESCRIPTION = 10_000
@@ -68,6 +81,17 @@ def _annotation_count():  # type: ignore[no-untyped-def]
     )
 
 
+VISIBILITIES = {"VISIBILITY_PRIVATE": VISIBILITY_PRIVATE, "VISIBILITY_PUBLIC": VISIBILITY_PUBLIC}
+
+
+class DatasetFields(Protocol):
+    """The writable fields of a dataset as a request carries them (a ``Dataset`` message)."""
+
+    display_name: str
+    description: str
+    visibility: int
+
+
 ORDER_FIELDS = {
     "create_time": lambda: Dataset.create_time,
     "update_time": lambda: Dataset.update_time,
@@ -77,7 +101,7 @@ ORDER_FIELDS = {
 }
 
 
-def validate_fields(message: dataset_pb2.Dataset, fields: Iterable[str]) -> None:
+def validate_fields(message: DatasetFields, fields: Iterable[str]) -> None:
     problems = []
     for field in fields:
         if field == "display_name":
@@ -92,10 +116,7 @@ def validate_fields(message: dataset_pb2.Dataset, fields: Iterable[str]) -> None
             if problem := text_problem(message.description, MAX_DESCRIPTION, multiline=True):
                 problems.append(("dataset.description", problem))
         elif field == "visibility":
-            if message.visibility not in (
-                common_pb2.VISIBILITY_PRIVATE,
-                common_pb2.VISIBILITY_PUBLIC,
-            ):
+            if message.visibility not in (VISIBILITY_PRIVATE, VISIBILITY_PUBLIC):
                 problems.append(
                     ("dataset.visibility", "must be VISIBILITY_PRIVATE or VISIBILITY_PUBLIC")
                 )
@@ -105,9 +126,9 @@ def validate_fields(message: dataset_pb2.Dataset, fields: Iterable[str]) -> None
         )
 
 
-def create(session: Session, owner: User, message: dataset_pb2.Dataset) -> Dataset:
+def create(session: Session, owner: User, message: DatasetFields) -> Dataset:
     fields = ["display_name", "description"]
-    if message.visibility != common_pb2.VISIBILITY_UNSPECIFIED:
+    if message.visibility != VISIBILITY_UNSPECIFIED:
         fields.append("visibility")
     validate_fields(message, fields)
     now = utcnow()
@@ -115,7 +136,7 @@ def create(session: Session, owner: User, message: dataset_pb2.Dataset) -> Datas
         id=names.new_id(),
         display_name=message.display_name.strip(),
         description=message.description,
-        visibility=message.visibility or common_pb2.VISIBILITY_PRIVATE,
+        visibility=message.visibility or VISIBILITY_PRIVATE,
         owner_id=owner.id,
         create_time=now,
         update_time=now,
@@ -128,7 +149,7 @@ def create(session: Session, owner: User, message: dataset_pb2.Dataset) -> Datas
 
 
 def update(
-    session: Session, row: Dataset, message: dataset_pb2.Dataset, mask_paths: Sequence[str]
+    session: Session, row: Dataset, message: DatasetFields, mask_paths: Sequence[str]
 ) -> Dataset:
     if mask_paths:
         unknown = [p for p in mask_paths if p not in WRITABLE_FIELDS]
@@ -167,6 +188,18 @@ def delete_dataset(session: Session, dataset_id: str) -> list[str]:
     session.execute(delete(Image).where(Image.dataset_id == dataset_id))
     session.execute(delete(Dataset).where(Dataset.id == dataset_id))
     return snapshot_ids
+
+
+def delete_objects(store: ObjectStore, dataset_id: str) -> None:
+    """After :func:`delete_dataset` committed: its manifests and exports leave the store
+    now (blobs at the next GC, which also removes whatever this could not)."""
+    for prefix in (f"datasets/{dataset_id}/", f"exports/{dataset_id}/"):
+        try:
+            for key in list(store.list(prefix)):
+                with contextlib.suppress(KeyNotFound):
+                    store.delete(key)
+        except Exception:  # the GC removes what is left
+            log.exception("could not remove objects under %s", prefix)
 
 
 def touch(row: Dataset) -> None:
@@ -227,7 +260,7 @@ def _apply_filters(query: Select[Any], text: str) -> Select[Any]:
                     f"got {term.value!r}",
                     "filter",
                 )
-            query = query.where(Dataset.visibility == common_pb2.Visibility.Value(value))
+            query = query.where(Dataset.visibility == VISIBILITIES[value])
         elif term.field == "labeled":
             query = query.where(Dataset.labeled == filters.parse_bool(term))
     return query
@@ -260,13 +293,30 @@ def _list_statement(
     return found
 
 
+@dataclass
+class DatasetPage:
+    """A page of ListDatasets: rows with their ``owner_username`` (as stored when read on a
+    plain connection: ``materialize`` turns one into a processed row), the total, the token."""
+
+    rows: list[Any]
+    total_size: int
+    next_page_token: str
+    materialize: Callable[[Any], Any] | None = None
+
+
 def list_visible(
-    db: Session | Connection, user: User, request: dataset_pb2.ListDatasetsRequest
-) -> dataset_pb2.ListDatasetsResponse:
-    """One Core query for the page and the total (a window count), summaries from the cache."""
-    page = pagination.page(request.page_size, request.page_token, request.filter, request.order_by)
+    db: Session | Connection,
+    user: User,
+    *,
+    filter_text: str = "",
+    order_by: str = "",
+    page_size: int = 0,
+    page_token: str = "",
+) -> DatasetPage:
+    """One Core query for the page and the total (a window count)."""
+    page = pagination.page(page_size, page_token, filter_text, order_by)
     engine = db.engine if isinstance(db, Connection) else db.get_bind()
-    statement, prepared = _list_statement(request.filter, request.order_by, engine)
+    statement, prepared = _list_statement(filter_text, order_by, engine)
     params = {"caller_id": user.id, "offset": page.offset, "limit": page.size}
     if isinstance(db, Connection):  # rows as stored; processed only when not cached
         rows = prepared.all_unprocessed(db, params)
@@ -277,11 +327,11 @@ def list_visible(
     else:  # past the end (or nothing at all): the window had no row to carry the count
         counted = statement.with_only_columns(func.count()).order_by(None).offset(None).limit(None)
         total = db.scalar(counted, {"caller_id": user.id}) or 0
-    messages = to_messages(db, [(d, d.owner_username) for d in rows], materialize=prepared.process)
-    return dataset_pb2.ListDatasetsResponse(
-        datasets=messages,
-        next_page_token=page.next_token(len(rows), total),
-        total_size=total,
+    return DatasetPage(
+        rows,
+        total,
+        page.next_token(len(rows), total),
+        prepared.process if isinstance(db, Connection) else None,
     )
 
 
@@ -329,15 +379,22 @@ def categories_of(
             .where(Category.dataset_id.in_(dataset_ids))
             .order_by(Category.dataset_id, Category.category_id)
         ):
-            result[row.dataset_id].append(convert.category_dict(row))
+            result[row.dataset_id].append(documents.category_dict(row))
     return result
 
 
-def _summaries(
-    session: Session | Connection, rows: Sequence[Any]
-) -> dict[str, tuple[tuple[int, int, int], list[dict[str, Any]]]]:
-    """dataset id -> (counts, categories), from the cache (keyed by update_time) or the rows."""
-    found: dict[str, tuple[tuple[int, int, int], list[dict[str, Any]]]] = {}
+class Summary(NamedTuple):
+    """What a dataset's rows sum up to (cached per ``update_time``)."""
+
+    image_count: int
+    annotation_count: int
+    total_bytes: int
+    categories: list[dict[str, Any]]  # DICE/COCO category entries
+
+
+def summaries(session: Session | Connection, rows: Sequence[Any]) -> dict[str, Summary]:
+    """dataset id -> its :class:`Summary`, from the cache (keyed by update_time) or the rows."""
+    found: dict[str, Summary] = {}
     keys = {d.id: cache.stats.key(d.id, d.update_time, "summary") for d in rows}
     for d in rows:
         if (hit := cache.stats.get(keys[d.id])) is not None:
@@ -347,61 +404,45 @@ def _summaries(
         stats = counts(session, missing)
         cats = categories_of(session, missing)
         for dataset_id in missing:
-            found[dataset_id] = (stats[dataset_id], cats.get(dataset_id, []))
+            found[dataset_id] = Summary(*stats[dataset_id], cats.get(dataset_id, []))
             cache.stats.put(keys[dataset_id], found[dataset_id])
     return found
 
 
-def _health(session: Session | Connection, row: Any) -> dataset_pb2.DatasetHealth:
+@dataclass
+class Health:
+    """A dataset's health summary (the fields of the API's ``DatasetHealth``)."""
+
+    # per class and split: category_id, category_name, split, image_count, annotation_count
+    class_counts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    images_per_split: dict[str, int] = dataclasses.field(default_factory=dict)
+    unlabeled_image_count: int = 0
+    min_width: int = 0
+    max_width: int = 0
+    min_height: int = 0
+    max_height: int = 0
+    mean_width: float = 0.0
+    mean_height: float = 0.0
+    annotation_kinds: list[str] = dataclasses.field(default_factory=list)
+
+
+def health(session: Session | Connection, row: Any) -> Health:
+    """:func:`health_summary` of a dataset row, cached per ``update_time``."""
     key = cache.stats.key(row.id, row.update_time, "health")
-    health = cache.stats.get(key)
-    if health is None:
-        health = health_summary(session, row.id)
-        cache.stats.put(key, health)
-    return health
-
-
-def to_messages(
-    session: Session | Connection,
-    rows: Sequence[tuple[Any, str]],
-    *,
-    with_health: bool = False,
-    materialize: Callable[[Any], Any] | None = None,
-) -> list[dataset_pb2.Dataset]:
-    """Dataset messages of catalog rows. Built messages are cached too: every field comes
-    from the row, its owner and its summaries, all of which change with ``update_time``.
-    ``materialize`` turns a row as stored into a processed one, for the rows not cached."""
-    part = "message+health" if with_health else "message"
-    keys = [cache.stats.key(d.id, d.update_time, f"{part}:{owner}") for d, owner in rows]
-    messages: list[dataset_pb2.Dataset | None] = [cache.stats.get(k) for k in keys]
-    todo = [i for i, m in enumerate(messages) if m is None]
-    if todo:
-        built = {i: materialize(rows[i][0]) if materialize else rows[i][0] for i in todo}
-        summaries = _summaries(session, list(built.values()))
-        for i in todo:
-            d, owner = built[i], rows[i][1]
-            (images, annotations, total_bytes), categories = summaries[d.id]
-            message = convert.dataset(
-                d,
-                owner,
-                image_count=images,
-                annotation_count=annotations,
-                total_bytes=total_bytes,
-                categories=categories,
-                health=_health(session, d) if with_health else None,
-            )
-            cache.stats.put(keys[i], message)
-            messages[i] = message
-    return [m for m in messages if m is not None]
+    found = cache.stats.get(key)
+    if found is None:
+        found = health_summary(session, row.id)
+        cache.stats.put(key, found)
+    return found
 
 
 def owner_username(session: Session, row: Dataset) -> str:
     return session.scalar(select(User.username).where(User.id == row.owner_id)) or ""
 
 
-def health_summary(session: Session | Connection, dataset_id: str) -> dataset_pb2.DatasetHealth:
+def health_summary(session: Session | Connection, dataset_id: str) -> Health:
     """Counts per class and split, images per split, image sizes, unlabeled images."""
-    health = dataset_pb2.DatasetHealth()
+    result = Health()
     names_by_id = dict(
         session.execute(
             select(Category.category_id, Category.name).where(Category.dataset_id == dataset_id)
@@ -419,20 +460,22 @@ def health_summary(session: Session | Connection, dataset_id: str) -> dataset_pb
         .group_by(Annotation.category_id, Image.split)
         .order_by(Annotation.category_id, Image.split)
     ):
-        health.class_counts.add(
-            category_id=category_id,
-            category_name=names_by_id.get(category_id, ""),
-            split=split,
-            image_count=n_images,
-            annotation_count=n_annotations,
+        result.class_counts.append(
+            {
+                "category_id": category_id,
+                "category_name": names_by_id.get(category_id, ""),
+                "split": split,
+                "image_count": n_images,
+                "annotation_count": n_annotations,
+            }
         )
     for split, n in session.execute(
         select(Image.split, func.count(Image.id))
         .where(Image.dataset_id == dataset_id)
         .group_by(Image.split)
     ):
-        health.images_per_split[split] = n
-    health.unlabeled_image_count = (
+        result.images_per_split[split] = n
+    result.unlabeled_image_count = (
         session.scalar(
             select(func.count(Image.id)).where(
                 Image.dataset_id == dataset_id,
@@ -452,9 +495,9 @@ def health_summary(session: Session | Connection, dataset_id: str) -> dataset_pb
         ).where(Image.dataset_id == dataset_id)
     ).one()
     if sizes[0] is not None:
-        health.min_width, health.max_width = int(sizes[0]), int(sizes[1])
-        health.min_height, health.max_height = int(sizes[2]), int(sizes[3])
-        health.mean_width, health.mean_height = float(sizes[4]), float(sizes[5])
+        result.min_width, result.max_width = int(sizes[0]), int(sizes[1])
+        result.min_height, result.max_height = int(sizes[2]), int(sizes[3])
+        result.mean_width, result.mean_height = float(sizes[4]), float(sizes[5])
     in_dataset = Annotation.dataset_id == dataset_id
     kinds = {
         "image_label": and_(
@@ -468,5 +511,5 @@ def health_summary(session: Session | Connection, dataset_id: str) -> dataset_pb
     }
     for kind, condition in kinds.items():
         if session.scalar(select(exists().where(in_dataset, condition))):
-            health.annotation_kinds.append(kind)
-    return health
+            result.annotation_kinds.append(kind)
+    return result

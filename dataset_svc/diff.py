@@ -11,9 +11,27 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
-from visionmesh.v1 import dataset_pb2
+
+@dataclass
+class ClassChange:
+    category_id: int
+    category_name: str
+    base_count: int
+    target_count: int
+
+
+@dataclass
+class Diff:
+    added_images: list[str]
+    removed_images: list[str]
+    changed_images: list[str]
+    added_annotation_count: int = 0
+    removed_annotation_count: int = 0
+    changed_annotation_count: int = 0
+    class_changes: list[ClassChange] = field(default_factory=list)
 
 
 def _content_key(ann: dict[str, Any]) -> str:
@@ -33,10 +51,10 @@ def _by_path(document: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def diff(base: dict[str, Any], target: dict[str, Any]) -> dataset_pb2.DiffSnapshotsResponse:
+def diff(base: dict[str, Any], target: dict[str, Any]) -> Diff:
     base_images = {im["file_name"]: im.get("sha256", "") for im in base["images"]}
     target_images = {im["file_name"]: im.get("sha256", "") for im in target["images"]}
-    response = dataset_pb2.DiffSnapshotsResponse(
+    result = Diff(
         added_images=sorted(set(target_images) - set(base_images)),
         removed_images=sorted(set(base_images) - set(target_images)),
         changed_images=sorted(
@@ -56,19 +74,21 @@ def diff(base: dict[str, Any], target: dict[str, Any]) -> dataset_pb2.DiffSnapsh
         changed += pairs
         removed += sum(gone.values()) - pairs
         added += sum(new.values()) - pairs
-    response.added_annotation_count = added
-    response.removed_annotation_count = removed
-    response.changed_annotation_count = changed
+    result.added_annotation_count = added
+    result.removed_annotation_count = removed
+    result.changed_annotation_count = changed
     base_counts = Counter(a["category_id"] for a in base["annotations"])
     target_counts = Counter(a["category_id"] for a in target["annotations"])
     names = {c["id"]: c.get("name", "") for c in base["categories"]}
     names.update({c["id"]: c.get("name", "") for c in target["categories"]})
     for category_id in sorted(set(base_counts) | set(target_counts) | set(names)):
         if base_counts[category_id] != target_counts[category_id]:
-            response.class_changes.add(
-                category_id=category_id,
-                category_name=names.get(category_id, ""),
-                base_count=base_counts[category_id],
-                target_count=target_counts[category_id],
+            result.class_changes.append(
+                ClassChange(
+                    category_id=category_id,
+                    category_name=names.get(category_id, ""),
+                    base_count=base_counts[category_id],
+                    target_count=target_counts[category_id],
+                )
             )
-    return response
+    return result

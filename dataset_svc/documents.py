@@ -38,7 +38,6 @@ from sqlalchemy import Connection, Select, bindparam, distinct, func, select, up
 from sqlalchemy.orm import Session
 
 from dataset_svc.catalog.models import Annotation, Category, Image
-from dataset_svc.convert import category_dict
 
 _dumps = json.dumps
 _BATCH = 500
@@ -51,6 +50,17 @@ class HeadJson:
     annotation_count: int = 0
     categories: list[dict[str, Any]] = field(default_factory=list)
     class_counts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def category_dict(row: Category) -> dict[str, Any]:
+    """A category as a DICE/COCO document entry (extra fields such as keypoints kept)."""
+    entry: dict[str, Any] = {
+        "id": row.category_id,
+        "name": row.name,
+        "supercategory": row.supercategory,
+    }
+    entry.update(row.extra or {})
+    return entry
 
 
 def _string(text: str) -> str:

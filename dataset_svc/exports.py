@@ -21,6 +21,7 @@ import hashlib
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +31,19 @@ from dataset_svc.catalog.models import Dataset, User
 from dataset_svc.errors import failed_precondition, invalid_argument
 from visionmesh import compat, formats
 from visionmesh.store import LocalStore, blob_key
-from visionmesh.v1 import common_pb2, dataset_pb2
 
-EXPORT_FORMATS = {
-    common_pb2.ANNOTATION_FORMAT_UNSPECIFIED: "dice",
-    common_pb2.ANNOTATION_FORMAT_DICE: "dice",
-    common_pb2.ANNOTATION_FORMAT_COCO: "coco",
-    common_pb2.ANNOTATION_FORMAT_YOLO: "yolo",
-    common_pb2.ANNOTATION_FORMAT_IMAGEFOLDER: "imagefolder",
-}
 COMPRESSED = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
 
-def task_name(task_type: int) -> str | None:
-    if task_type == common_pb2.TASK_TYPE_UNSPECIFIED:
-        return None
-    try:
-        return formats.normalize_task(common_pb2.TaskType.Name(task_type))
-    except ValueError:
-        raise invalid_argument(f"unknown task_type {task_type}", "task_type") from None
+@dataclass
+class Export:
+    export_key: str
+    export: str  # the resource name datasets/{id}/exports/{export_id}
+    url: str
+    size_bytes: int
+    sha256: str
+    image_count: int
+    annotation_count: int
 
 
 def export_id_owner(export_id: str) -> str:
@@ -78,14 +73,15 @@ def export(
     user: User,
     dataset: Dataset,
     document: dict[str, Any],
-    request: dataset_pb2.ExportDatasetRequest,
-) -> dataset_pb2.ExportDatasetResponse:
-    fmt = EXPORT_FORMATS.get(request.format)
-    if fmt is None:
-        raise invalid_argument(f"unknown format {request.format}", "format")
-    task = task_name(request.task_type)
+    name: str,
+    fmt: str,
+    task: str | None,
+    annotations_only: bool,
+) -> Export:
+    """Export ``document`` (of the head or snapshot ``name``) as ``fmt`` ("dice", "coco",
+    "yolo" or "imagefolder"), converted for ``task`` (a formats task name) when given."""
     if fmt == "imagefolder":
-        if request.annotations_only:
+        if annotations_only:
             raise invalid_argument(
                 "an ImageFolder export is its images in class folders: annotations_only "
                 "does not apply",
@@ -93,11 +89,11 @@ def export(
             )
         # class folders need one label per image: dominant class for boxes and polygons
         task = "image_classification"
-    ref = names.parse_dataset_or_snapshot(request.name)
+    ref = names.parse_dataset_or_snapshot(name)
     model = _prepare(document, fmt, task)
     sha_of = {im["file_name"]: im.get("sha256", "") for im in document["images"]}
     suffix = f"{fmt}-{task}" if task and fmt != "dice" else fmt
-    if request.annotations_only:
+    if annotations_only:
         suffix += "-labels"
     export_id = f"{ref.snapshot_id or 'head'}.{suffix}.u{user.id}"
     key = export_key(dataset.id, export_id)
@@ -112,7 +108,7 @@ def export(
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
             for rel in written.files:
                 zf.write(work / "out" / rel, rel)
-            if not request.annotations_only:
+            if not annotations_only:
                 for src_path, dest in written.images:
                     _add_blob(app, zf, sha_of[src_path], dest)
         digest = hashlib.sha256()
@@ -123,15 +119,15 @@ def export(
         app.store.put_file(key, archive, content_type="application/zip")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    name = names.export_name(dataset.id, export_id)
+    export_name = names.export_name(dataset.id, export_id)
     if isinstance(app.store, LocalStore):
-        url = f"/v1/{name}:download"
+        url = f"/v1/{export_name}:download"
     else:
         url = app.store.presigned_url(key, 3600) or ""
-    image_count = len(model.images) if request.annotations_only else len(written.images)
-    return dataset_pb2.ExportDatasetResponse(
+    image_count = len(model.images) if annotations_only else len(written.images)
+    return Export(
         export_key=key,
-        export=name,
+        export=export_name,
         url=url,
         size_bytes=size,
         sha256=digest.hexdigest(),

@@ -8,16 +8,16 @@ signed-in caller allowed to see the dataset (no expiry: access is checked per re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Select, delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from dataset_svc import convert, filters, names, pagination, retention
+from dataset_svc import filters, names, pagination, retention
 from dataset_svc.catalog.models import Annotation, Image
 from dataset_svc.errors import invalid_argument, invalid_fields, not_found
 from visionmesh.store import LocalStore, ObjectStore, blob_key
-from visionmesh.v1 import dataset_pb2
 
 LIST_FILTERS = {"split": {"="}, "path": {":", "="}, "labeled": {"="}}
 MAX_EXPIRE_SECONDS = 7 * 24 * 3600
@@ -44,11 +44,26 @@ def _apply_filters(query: Select, text: str) -> Select:  # type: ignore[type-arg
     return query
 
 
+@dataclass
+class ImagePage:
+    rows: list[Image]
+    annotation_counts: dict[int, int]  # image id -> its annotations (absent: none)
+    total_size: int
+    next_page_token: str
+
+
 def list_page(
-    session: Session, dataset_id: str, request: dataset_pb2.ListImagesRequest
-) -> dataset_pb2.ListImagesResponse:
-    page = pagination.page(request.page_size, request.page_token, request.parent, request.filter)
-    query = _apply_filters(select(Image).where(Image.dataset_id == dataset_id), request.filter)
+    session: Session,
+    dataset_id: str,
+    *,
+    parent: str,
+    filter_text: str = "",
+    page_size: int = 0,
+    page_token: str = "",
+) -> ImagePage:
+    """A page of the dataset's images (path order); the token is bound to parent and filter."""
+    page = pagination.page(page_size, page_token, parent, filter_text)
+    query = _apply_filters(select(Image).where(Image.dataset_id == dataset_id), filter_text)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = list(
         session.scalars(query.order_by(Image.path, Image.id).offset(page.offset).limit(page.size))
@@ -64,11 +79,7 @@ def list_page(
         if rows
         else {}
     )
-    return dataset_pb2.ListImagesResponse(
-        images=[convert.image(r, counts.get(r.id, 0)) for r in rows],
-        next_page_token=page.next_token(len(rows), total),
-        total_size=total,
-    )
+    return ImagePage(rows, counts, total, page.next_token(len(rows), total))
 
 
 def _in_batches(values: list, size: int = 500) -> list[list]:  # type: ignore[type-arg]
@@ -147,7 +158,13 @@ def get(session: Session, dataset_id: str, image_id: int) -> Image:
     return row
 
 
-def url(store: ObjectStore, row: Image, expire_seconds: int) -> dataset_pb2.GetImageUrlResponse:
+@dataclass
+class ImageUrl:
+    url: str
+    expire_time: datetime | None = None  # None: no expiry (the gateway checks each request)
+
+
+def url(store: ObjectStore, row: Image, expire_seconds: int) -> ImageUrl:
     if expire_seconds < 0 or expire_seconds > MAX_EXPIRE_SECONDS:
         raise invalid_argument(
             f"expire_seconds must be 0..{MAX_EXPIRE_SECONDS} (7 days), got {expire_seconds}",
@@ -155,11 +172,6 @@ def url(store: ObjectStore, row: Image, expire_seconds: int) -> dataset_pb2.GetI
         )
     seconds = expire_seconds or 3600
     if isinstance(store, LocalStore):
-        return dataset_pb2.GetImageUrlResponse(
-            url=f"/v1/{names.image_name(row.dataset_id, row.id)}:content"
-        )
-    response = dataset_pb2.GetImageUrlResponse(
-        url=store.presigned_url(blob_key(row.sha256), seconds) or ""
-    )
-    response.expire_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=seconds))
-    return response
+        return ImageUrl(f"/v1/{names.image_name(row.dataset_id, row.id)}:content")
+    presigned = store.presigned_url(blob_key(row.sha256), seconds) or ""
+    return ImageUrl(presigned, datetime.now(UTC) + timedelta(seconds=seconds))

@@ -15,7 +15,9 @@ the caller's transaction and image splits given by the document are applied.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.orm import Session
@@ -25,14 +27,7 @@ from dataset_svc.catalog.models import Annotation, Category, Dataset, Image
 from dataset_svc.errors import failed_precondition, invalid_argument, invalid_fields
 from dataset_svc.validation import text_problem
 from visionmesh import formats
-from visionmesh.v1 import common_pb2, dataset_pb2
 
-FORMAT_HINTS = {
-    common_pb2.ANNOTATION_FORMAT_DICE: "dice",
-    common_pb2.ANNOTATION_FORMAT_COCO: "coco",
-    common_pb2.ANNOTATION_FORMAT_YOLO: "yolo",
-    common_pb2.ANNOTATION_FORMAT_IMAGEFOLDER: "imagefolder",
-}
 MAX_VIOLATIONS = 100
 MAX_CATEGORY_NAME = 255  # the catalog's column
 MAX_ID = 2**63 - 1  # category ids are stored as 64-bit integers
@@ -40,13 +35,20 @@ MAX_EXTRA_DEPTH = 32  # extra category fields are stored as JSON; keypoints/skel
 CATEGORY_KEYS = {"id", "name", "supercategory"}
 
 
-def _issue(problem: formats.Problem) -> common_pb2.Issue:
-    severity = (
-        common_pb2.Issue.SEVERITY_ERROR
-        if problem.severity == formats.ERROR
-        else common_pb2.Issue.SEVERITY_WARNING
-    )
-    return common_pb2.Issue(severity=severity, path=problem.path, message=problem.message)
+class File(Protocol):
+    """An annotation file as a request carries it."""
+
+    path: str
+    content: bytes
+
+
+@dataclass
+class Imported:
+    variant: str
+    image_count: int
+    annotation_count: int
+    category_count: int
+    warnings: list[formats.Problem] = field(default_factory=list)
 
 
 def _refuse(problems: list[formats.Problem], what: str, hint: str) -> Exception:
@@ -59,10 +61,10 @@ def _refuse(problems: list[formats.Problem], what: str, hint: str) -> Exception:
     )
 
 
-def _request_files(request: dataset_pb2.ImportAnnotationsRequest) -> dict[str, bytes]:
+def _request_files(sent: Sequence[File]) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     problems = []
-    for i, f in enumerate(request.files):
+    for i, f in enumerate(sent):
         try:
             path = paths.normalize(f.path)
         except paths.BadPath as exc:
@@ -76,9 +78,9 @@ def _request_files(request: dataset_pb2.ImportAnnotationsRequest) -> dict[str, b
     return files
 
 
-def _document_field(request: dataset_pb2.ImportAnnotationsRequest) -> str:
+def _document_field(sent: Sequence[File]) -> str:
     """The field of the (first) JSON file sent, else ``files``."""
-    for i, f in enumerate(request.files):
+    for i, f in enumerate(sent):
         if f.path.lower().endswith(".json"):
             return f"files[{i}].content"
     return "files"
@@ -95,10 +97,10 @@ def _has_annotations(session: Session, dataset_id: str) -> bool:
     )
 
 
-def _check_class_names(request: dataset_pb2.ImportAnnotationsRequest) -> None:
+def _check_class_names(class_names: Sequence[str]) -> None:
     problems = [
         (f"class_names[{i}]", why)
-        for i, name in enumerate(request.class_names)
+        for i, name in enumerate(class_names)
         if (why := text_problem(name, MAX_CATEGORY_NAME) or ("" if name.strip() else "empty"))
     ]
     if problems:
@@ -149,8 +151,17 @@ def _check_categories(categories: list[dict[str, Any]]) -> None:
 
 
 def import_annotations(
-    session: Session, dataset: Dataset, request: dataset_pb2.ImportAnnotationsRequest
-) -> dataset_pb2.ImportAnnotationsResponse:
+    session: Session,
+    dataset: Dataset,
+    files: Sequence[File],
+    *,
+    fmt: str | None = None,
+    class_names: Sequence[str] = (),
+    replace_existing: bool = False,
+    allow_warnings: bool = False,
+) -> Imported:
+    """Replace the dataset's annotations with the document in ``files``, read as ``fmt``
+    ("dice", "coco", "yolo", "imagefolder"; None: recognized from the files)."""
     rows = session.execute(
         select(Image.id, Image.path, Image.width, Image.height, Image.sha256).where(
             Image.dataset_id == dataset.id
@@ -161,45 +172,43 @@ def import_annotations(
             f"datasets/{dataset.id} has no images: upload them (UploadImages) before importing "
             "their annotations"
         )
-    files = _request_files(request)
-    if not files and request.format != common_pb2.ANNOTATION_FORMAT_IMAGEFOLDER:
+    files_by_path = _request_files(files)
+    if not files_by_path and fmt != "imagefolder":
         raise invalid_argument(
             "files is empty: send the annotation document (a DICE/COCO JSON file, YOLO label "
             "files); to label images by their folder names instead, set format to "
             "ANNOTATION_FORMAT_IMAGEFOLDER",
             "files",
         )
-    _check_class_names(request)
-    source = formats.MemorySource(files, {r.path: (r.width, r.height, r.sha256) for r in rows})
+    _check_class_names(class_names)
+    source = formats.MemorySource(
+        files_by_path, {r.path: (r.width, r.height, r.sha256) for r in rows}
+    )
     try:
-        result = formats.read(
-            source,
-            format=FORMAT_HINTS.get(request.format),
-            class_names=list(request.class_names) or None,
-        )
+        result = formats.read(source, format=fmt, class_names=list(class_names) or None)
     except RecursionError:  # the formats library bounds depth; never trust that blindly
         raise invalid_argument(
             "the annotation document is nested too deeply to be an annotation document",
-            _document_field(request),
+            _document_field(files),
         ) from None
     if not result.variant and result.errors:  # e.g. not JSON, nested too deeply: say why
         raise _refuse(result.errors, "errors", "Fix them and import again.")
     if not result.variant or result.variant == "images-only":
-        sent = ", ".join(sorted(files)[:5]) or "no files"
+        listed = ", ".join(sorted(files_by_path)[:5]) or "no files"
         raise invalid_argument(
-            f"no annotation document recognized in the files sent ({sent}): send a DICE/COCO "
+            f"no annotation document recognized in the files sent ({listed}): send a DICE/COCO "
             "JSON file, YOLO label files (labels/...txt, data.yaml), or set format to "
             "ANNOTATION_FORMAT_IMAGEFOLDER to label images by their folder names",
             "files",
         )
     if result.errors:
         raise _refuse(result.errors, "errors", "Fix them and import again.")
-    if result.warnings and not request.allow_warnings:
+    if result.warnings and not allow_warnings:
         raise _refuse(result.warnings, "warnings", "Set allow_warnings to import anyway.")
     document = formats.to_dice_dict(result.dataset)
     _check_categories(document["categories"])
     # The request is valid; whether it may replace what is there is the dataset's state.
-    if not request.replace_existing and _has_annotations(session, dataset.id):
+    if not replace_existing and _has_annotations(session, dataset.id):
         raise failed_precondition(
             f"datasets/{dataset.id} already has annotations: set replace_existing to replace "
             "them with this document (a snapshot keeps the current ones: CreateSnapshot first)"
@@ -208,12 +217,12 @@ def import_annotations(
     _replace(session, dataset.id, document, image_id_of)
     dataset.labeled = True
     dataset.annotation_variant = result.variant
-    return dataset_pb2.ImportAnnotationsResponse(
+    return Imported(
         variant=result.variant,
         image_count=len(document["images"]),
         annotation_count=len(document["annotations"]),
         category_count=len(document["categories"]),
-        warnings=[_issue(p) for p in result.warnings],
+        warnings=list(result.warnings),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,9 +18,26 @@ from dataset_svc import names, snapshots
 from dataset_svc.catalog.models import Blob, Image, RetainedBlob, Snapshot
 from dataset_svc.errors import ServiceError
 from visionmesh.store import KeyNotFound, ObjectStore, blob_key
-from visionmesh.v1 import dataset_pb2
 
 WORKERS = 8
+
+
+@dataclass
+class BlobProblem:
+    sha256: str
+    kind: str  # "missing" or "corrupt"
+    paths: list[str]  # the image paths using the blob (head and snapshots)
+    affected_snapshots: list[str]  # snapshot resource names
+
+
+@dataclass
+class IntegrityReport:
+    checked_blob_count: int
+    problems: list[BlobProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
 
 def _check_blob(store: ObjectStore, sha256: str, size: int | None, verify: bool) -> str | None:
@@ -38,7 +56,7 @@ def _check_blob(store: ObjectStore, sha256: str, size: int | None, verify: bool)
 
 def check(
     session: Session, store: ObjectStore, dataset_id: str, verify_hashes: bool
-) -> dataset_pb2.CheckIntegrityResponse:
+) -> IntegrityReport:
     paths: dict[str, list[str]] = defaultdict(list)
     sizes: dict[str, int | None] = {}
     for sha256, path, size in session.execute(
@@ -56,19 +74,20 @@ def check(
     digests = sorted(sizes)
     with ThreadPoolExecutor(WORKERS) as pool:
         verdicts = list(pool.map(lambda d: _check_blob(store, d, sizes[d], verify_hashes), digests))
-    response = dataset_pb2.CheckIntegrityResponse(checked_blob_count=len(digests))
+    report = IntegrityReport(checked_blob_count=len(digests))
     bad = {d: v for d, v in zip(digests, verdicts, strict=True) if v}
     in_snapshots = _uses_in_snapshots(session, store, dataset_id, set(bad))
     for digest, kind in bad.items():
         snapshot_paths, affected = in_snapshots.get(digest, (set(), set()))
-        response.problems.add(
-            sha256=digest,
-            kind=kind,
-            paths=sorted(set(paths.get(digest, [])) | snapshot_paths),
-            affected_snapshots=sorted(affected),
+        report.problems.append(
+            BlobProblem(
+                sha256=digest,
+                kind=kind,
+                paths=sorted(set(paths.get(digest, [])) | snapshot_paths),
+                affected_snapshots=sorted(affected),
+            )
         )
-    response.ok = not bad
-    return response
+    return report
 
 
 def _uses_in_snapshots(

@@ -17,19 +17,18 @@ from sqlalchemy import ColumnElement, Connection, Engine, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from dataset_svc.catalog.db import PreparedQuery
-from dataset_svc.catalog.models import Dataset, User
+from dataset_svc.catalog.models import VISIBILITY_PUBLIC, Dataset, User
 from dataset_svc.errors import not_found, permission_denied
-from visionmesh.v1 import common_pb2
 
 
 def visible_to(user: User | None) -> ColumnElement[bool]:
     """SQL condition: datasets ``user`` may see (None: the one bound as ``caller_id``)."""
     caller = bindparam("caller_id") if user is None else user.id
-    return or_(Dataset.owner_id == caller, Dataset.visibility == common_pb2.VISIBILITY_PUBLIC)
+    return or_(Dataset.owner_id == caller, Dataset.visibility == VISIBILITY_PUBLIC)
 
 
 def can_read(user: User, dataset: Dataset) -> bool:
-    return dataset.owner_id == user.id or dataset.visibility == common_pb2.VISIBILITY_PUBLIC
+    return dataset.owner_id == user.id or dataset.visibility == VISIBILITY_PUBLIC
 
 
 def can_write(user: User, dataset: Dataset) -> bool:

@@ -13,19 +13,22 @@ The shared ones (home, database URL, store URL, key paths) come from
 - ``VISIONMESH_LOGIN_MAX_FAILURES`` (default 5) and ``VISIONMESH_LOGIN_CLIENT_MAX_FAILURES``
   (default 20): failed sign-ins in a row for one account / from one client address after
   which attempts wait 1 s, 2 s, 4 s, ... (see :class:`dataset_svc.users.LoginThrottle`).
-- ``VISIONMESH_TRUSTED_PROXIES`` (default none): comma-separated addresses (the gateway's)
-  whose ``x-forwarded-for`` names the client a sign-in is counted against.
+- ``VISIONMESH_TRUSTED_PROXIES`` (default none): comma-separated addresses or CIDR ranges
+  (the gateway's; pod ranges on Kubernetes) whose ``x-forwarded-for`` names the client a sign-in is counted against.
 - ``VISIONMESH_GC_INTERVAL_SECONDS`` (default 3600; 0 disables): how often the server
   removes blobs nothing references (see :mod:`dataset_svc.gc`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from visionmesh import config
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _int(name: str, default: int) -> int:
@@ -50,7 +53,8 @@ class ServiceSettings:
     gc_interval_seconds: int
     login_max_failures: int = 5
     login_client_max_failures: int = 20
-    trusted_proxies: frozenset[str] = frozenset()
+    # the gateway's addresses or ranges (pods on Kubernetes): VISIONMESH_TRUSTED_PROXIES
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     @property
     def upload_tmp_dir(self) -> Path:
@@ -73,9 +77,23 @@ def load() -> ServiceSettings:
         gc_interval_seconds=_int("VISIONMESH_GC_INTERVAL_SECONDS", 3600),
         login_max_failures=_int("VISIONMESH_LOGIN_MAX_FAILURES", 5),
         login_client_max_failures=_int("VISIONMESH_LOGIN_CLIENT_MAX_FAILURES", 20),
-        trusted_proxies=frozenset(
-            a.strip()
-            for a in os.environ.get("VISIONMESH_TRUSTED_PROXIES", "").split(",")
-            if a.strip()
+        trusted_proxies=parse_networks(
+            "VISIONMESH_TRUSTED_PROXIES", os.environ.get("VISIONMESH_TRUSTED_PROXIES", "")
         ),
     )
+
+
+def parse_networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or CIDR ranges (``10.0.0.0/8,127.0.0.1``); ValueError naming
+    ``name`` and the entry for anything else."""
+    networks = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{name}: {entry!r} is neither an IP address nor a CIDR range (e.g. 10.0.0.0/8)"
+            ) from None
+    return tuple(networks)

@@ -23,10 +23,12 @@ and an image that leaves the head later has its blob retained then (:mod:`datase
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import grpc
 from sqlalchemy import func, select
@@ -39,18 +41,25 @@ from dataset_svc.catalog.models import Dataset, Snapshot, User, utcnow
 from dataset_svc.errors import ServiceError, already_exists, invalid_fields, not_found
 from dataset_svc.validation import text_problem
 from visionmesh.store import KeyNotFound, ObjectStore
-from visionmesh.v1 import dataset_pb2
 
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_REASON = 255
 MAX_DESCRIPTION = 10_000
 
 
+class SnapshotFields(Protocol):
+    """What a request sets of a new snapshot (a ``Snapshot`` message)."""
+
+    version_name: str
+    description: str
+    reason: str
+
+
 def manifest_key(dataset_id: str, snapshot_id: str) -> str:
     return f"datasets/{dataset_id}/snapshots/{snapshot_id}/manifest.json"
 
 
-def validate(message: dataset_pb2.Snapshot) -> None:
+def validate(message: SnapshotFields) -> None:
     problems = []
     if message.version_name and not VERSION_NAME.match(message.version_name):
         problems.append(
@@ -94,8 +103,11 @@ def create(
     store: ObjectStore,
     dataset: Dataset,
     creator: User,
-    message: dataset_pb2.Snapshot,
+    message: SnapshotFields,
+    written: list[str] | None = None,
 ) -> Snapshot:
+    """Add the snapshot's row, then write its manifest (its key appended to ``written``:
+    see :func:`manifests_removed_unless_committed`)."""
     validate(message)
     version_name = message.version_name or None
     # Taken first: no image leaves the head (unretained) while the snapshot reads it, and
@@ -146,7 +158,23 @@ def create(
             raise
         raise _name_taken(dataset.id, version_name, None) from None
     store.put_bytes(key, head.data, content_type="application/json")
+    if written is not None:
+        written.append(key)
     return row
+
+
+@contextlib.contextmanager
+def manifests_removed_unless_committed(store: ObjectStore) -> Iterator[list[str]]:
+    """Wrap the transaction that creates snapshots: the manifests written (keys collected
+    in the list yielded) are removed again when it does not commit."""
+    written: list[str] = []
+    try:
+        yield written
+    except Exception:
+        for key in written:
+            with contextlib.suppress(Exception):
+                store.delete(key)
+        raise
 
 
 def get(session: Session, dataset_id: str, snapshot_id: str) -> Snapshot:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -30,14 +31,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import grpc
 from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dataset_svc import documents, paths, retention
+from dataset_svc import documents, gc, paths, retention
+from dataset_svc.catalog import Catalog
 from dataset_svc.catalog.db import lock_blob_references
 from dataset_svc.catalog.models import Blob, BlobGuard, Image, utcnow
 from dataset_svc.errors import (
@@ -48,9 +50,9 @@ from dataset_svc.errors import (
     resource_exhausted,
 )
 from dataset_svc.settings import ServiceSettings
-from dataset_svc.validation import check_enums
 from visionmesh.store import ObjectStore
-from visionmesh.v1 import dataset_pb2
+
+log = logging.getLogger("dataset_svc")
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO"}
 # Blob writes that wait on the network (S3) overlap with receiving the next files; a
@@ -60,8 +62,33 @@ MAX_PENDING_FILES = 64
 # Files up to settings.upload_spool_bytes stay in memory (a temp file per small image
 # costs more than the rest of its ingest); in-memory files waiting for the pool are capped.
 MAX_PENDING_BYTES = 128 * 1024 * 1024
-OnConflict = dataset_pb2.UploadImagesHeader.OnConflict
-KEEPING = (OnConflict.ON_CONFLICT_SKIP, OnConflict.ON_CONFLICT_FAIL)
+# What an upload does with a path the dataset has (the header's on_conflict).
+REPLACE, SKIP, FAIL = "replace", "skip", "fail"
+KEEPING = (SKIP, FAIL)
+
+
+class Chunk(Protocol):
+    """A piece of a file (a ``FileChunk`` message): ``path`` starts a new file."""
+
+    path: str
+    data: bytes
+
+
+class ChunkStream(Protocol):
+    """The chunks of a stream after its header, in order; ``end_file_count`` is the
+    ``end`` message's count once the stream ended with one (None before, or without)."""
+
+    end_file_count: int | None
+
+    def __iter__(self) -> Iterator[Chunk]: ...
+
+
+@dataclass
+class Rejected:
+    """A file of the stream that was not added, and why."""
+
+    path: str
+    reason: str
 
 
 @dataclass
@@ -79,27 +106,18 @@ class Received:
     """What a whole stream delivered, before anything is committed."""
 
     files: list[StoredFile] = field(default_factory=list)
-    skipped: list[dataset_pb2.RejectedFile] = field(default_factory=list)
+    skipped: list[Rejected] = field(default_factory=list)
     deduplicated: int = 0
     received_bytes: int = 0
     # Blobs this stream wrote (not stored before): what to take back if it is refused.
     written: list[str] = field(default_factory=list)
 
 
-def read_header(first: dataset_pb2.UploadImagesRequest) -> dataset_pb2.UploadImagesHeader:
-    if first.WhichOneof("payload") != "header":
-        raise invalid_argument(
-            "the first UploadImages message must be the header (parent, on_conflict, "
-            "path_prefix); chunks come after it",
-            "header",
-        )
-    header = first.header
-    check_enums(header, "header.")
+def check_path_prefix(path_prefix: str) -> None:
     try:
-        paths.normalize(header.path_prefix, allow_empty=True)
+        paths.normalize(path_prefix, allow_empty=True)
     except paths.BadPath as exc:
         raise invalid_argument(f"header.path_prefix {exc}", "header.path_prefix") from None
-    return header
 
 
 def _probe_image(source: Path | BinaryIO, max_pixels: int) -> tuple[int, int, str] | str:
@@ -167,7 +185,7 @@ class Receiver:
         store: ObjectStore,
         path_prefix: str,
         *,
-        on_conflict: int = OnConflict.ON_CONFLICT_REPLACE,
+        on_conflict: str = REPLACE,
         existing: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
@@ -181,7 +199,7 @@ class Receiver:
         self._seen_paths: set[str] = set()
         self._seen_blobs: set[str] = set()
         self._files_started = 0
-        self._end: dataset_pb2.UploadImagesEnd | None = None
+        self._end_file_count: int | None = None
         self._pending: deque[tuple[Future[bool], int]] = deque()
         self._pending_bytes = 0
         self._pool = ThreadPoolExecutor(STORE_WORKERS, thread_name_prefix="upload-store")
@@ -247,46 +265,25 @@ class Receiver:
             raise invalid_argument(f"chunk.path {exc}", "chunk.path") from None
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def _chunks(
-        self, requests: Iterator[dataset_pb2.UploadImagesRequest]
-    ) -> Iterator[dataset_pb2.FileChunk]:
-        """The file chunks of a stream (after its header), single or packed, in order, up
-        to its ``end`` message (kept in ``self._end``)."""
-        for request in requests:
-            kind = request.WhichOneof("payload")
-            if kind == "chunk":
-                yield request.chunk
-            elif kind == "chunks":
-                yield from request.chunks.chunks
-            elif kind == "end":
-                self._end = request.end
-                for _ in requests:  # waits for the client to close its side
-                    raise invalid_argument("nothing may follow the end message", "end")
-                return
-            else:
-                raise invalid_argument(
-                    "only the first UploadImages message may be a header", "header"
-                )
-
     def _check_end(self) -> None:
-        if self._end is None:
+        if self._end_file_count is None:
             raise invalid_argument(
                 "the stream stopped without its end message, so nothing was committed (a "
                 'client cancelled half-way looks the same): finish with {"end": {"file_count": '
                 f"{self._files_started}}}}}",
                 "end",
             )
-        if self._end.file_count != self._files_started:
+        if self._end_file_count != self._files_started:
             raise invalid_argument(
-                f"end.file_count is {self._end.file_count} but the stream carried "
+                f"end.file_count is {self._end_file_count} but the stream carried "
                 f"{self._files_started} files: nothing was committed",
                 "end.file_count",
             )
 
-    def consume(self, requests: Iterator[dataset_pb2.UploadImagesRequest]) -> Received:
+    def consume(self, chunks: ChunkStream) -> Received:
         current: _IncomingFile | None = None
         try:
-            for chunk in self._chunks(requests):
+            for chunk in chunks:
                 if chunk.path:
                     if current is not None:
                         self._finish(current)
@@ -304,6 +301,7 @@ class Receiver:
                         "split it into several UploadImages calls"
                     )
                 current.write(data, self.settings.max_image_bytes)
+            self._end_file_count = chunks.end_file_count
             self._check_end()
             if current is not None:
                 self._finish(current)
@@ -325,7 +323,7 @@ class Receiver:
         return _IncomingFile(path, self.settings.upload_spool_bytes, self.tmp_dir)
 
     def _skip(self, path: str, reason: str) -> None:
-        self.result.skipped.append(dataset_pb2.RejectedFile(path=path, reason=reason))
+        self.result.skipped.append(Rejected(path, reason))
 
     def _finish(self, f: _IncomingFile) -> None:
         try:
@@ -335,7 +333,7 @@ class Receiver:
                 return
             self._seen_paths.add(f.path)
             if f.path in self._existing:
-                if self._on_conflict == OnConflict.ON_CONFLICT_FAIL:
+                if self._on_conflict == FAIL:
                     raise already_exists(
                         f"{f.path!r} already exists in the dataset; nothing was committed: use "
                         "ON_CONFLICT_REPLACE or ON_CONFLICT_SKIP",
@@ -441,10 +439,10 @@ def commit(
     session: Session,
     dataset_id: str,
     received: Received,
-    on_conflict: int,
+    on_conflict: str,
     started: datetime,
     store: ObjectStore,
-) -> tuple[list[Image], list[dataset_pb2.RejectedFile]]:
+) -> tuple[list[Image], list[Rejected]]:
     """Add the received files to the dataset in the caller's transaction.
 
     Holds the blob guard, so the garbage collector cannot delete a blob between the check
@@ -462,7 +460,7 @@ def commit(
                     f"{len(missing)} blobs were garbage-collected during the upload "
                     f"(first: {missing[0]}); nothing was committed, retry the upload"
                 )
-    skipped: list[dataset_pb2.RejectedFile] = []
+    skipped: list[Rejected] = []
     by_path = {f.path: f for f in received.files}
     existing: dict[str, Image] = {}
     file_paths = list(by_path)
@@ -472,7 +470,7 @@ def commit(
             select(Image).where(Image.dataset_id == dataset_id, Image.path.in_(batch))
         ):
             existing[row.path] = row
-    if existing and on_conflict == OnConflict.ON_CONFLICT_FAIL:
+    if existing and on_conflict == FAIL:
         first = sorted(existing)[0]
         raise already_exists(
             f"{len(existing)} paths already exist in the dataset (first: {first!r}); "
@@ -480,7 +478,7 @@ def commit(
             "header.on_conflict",
         )
     _add_blob_rows(session, received.files)
-    if on_conflict != OnConflict.ON_CONFLICT_SKIP:
+    if on_conflict != SKIP:
         replaced = [row.id for path, row in existing.items() if row.sha256 != by_path[path].sha256]
         retention.retain_departing(session, dataset_id, replaced)
     now = utcnow()
@@ -495,10 +493,8 @@ def commit(
                 create_time=now,
             )
             session.add(row)
-        elif on_conflict == OnConflict.ON_CONFLICT_SKIP:
-            skipped.append(
-                dataset_pb2.RejectedFile(path=f.path, reason="path already in the dataset; kept")
-            )
+        elif on_conflict == SKIP:
+            skipped.append(Rejected(f.path, "path already in the dataset; kept"))
             continue
         row.sha256 = f.sha256
         row.width, row.height = f.width, f.height
@@ -552,13 +548,13 @@ def clean_stale_tmp(settings: ServiceSettings) -> None:
 
 def run(
     receiver: Receiver,
-    requests: Iterator[dataset_pb2.UploadImagesRequest],
+    chunks: ChunkStream,
     context: grpc.ServicerContext,
 ) -> Received:
     """Consume the stream and publish its blobs; ``receiver.result.written`` names the
     blobs it wrote, also when this raises (see :func:`dataset_svc.gc.take_back`)."""
     try:
-        received = receiver.consume(requests)
+        received = receiver.consume(chunks)
         if not context.is_active():
             raise ServiceError(grpc.StatusCode.CANCELLED, "the client cancelled the upload")
         receiver.publish()
@@ -567,7 +563,25 @@ def run(
     return received
 
 
-def existing_paths(session: Session, dataset_id: str, on_conflict: int) -> frozenset[str]:
+@contextlib.contextmanager
+def unused_blobs_taken_back(
+    catalog: Catalog, store: ObjectStore, receiver: Receiver
+) -> Iterator[set[str]]:
+    """Wrap receiving and committing a stream: the blobs it wrote that no committed row uses
+    (digests the caller adds to the set yielded once committed) leave the store again."""
+    committed: set[str] = set()
+    try:
+        yield committed
+    finally:
+        leftovers = set(receiver.result.written) - committed
+        if leftovers:
+            try:
+                gc.take_back(catalog, store, leftovers)
+            except Exception:  # the next GC removes them
+                log.exception("could not remove %d blobs of a refused upload", len(leftovers))
+
+
+def existing_paths(session: Session, dataset_id: str, on_conflict: str) -> frozenset[str]:
     """The dataset's paths, when ``on_conflict`` keeps existing images (SKIP, FAIL)."""
     if on_conflict not in KEEPING:
         return frozenset()

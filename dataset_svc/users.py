@@ -17,12 +17,13 @@ only from the addresses in ``VISIONMESH_TRUSTED_PROXIES``).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from dataset_svc.errors import (
     resource_exhausted,
     unauthenticated,
 )
+from dataset_svc.settings import IPNetwork
 
 USERNAME = re.compile(r"[A-Za-z0-9._-]{3,64}")
 MIN_PASSWORD = 8
@@ -259,6 +261,14 @@ class LoginThrottle:
                 del self._failures[key]
 
 
+def _in_networks(address: str, networks: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # unix:/path and other non-IP peers
+        return False
+    return any(ip in net for net in networks)
+
+
 def client_address(peer: str) -> str:
     """The address part of a gRPC peer string (``ipv4:127.0.0.1:5000`` -> ``127.0.0.1``)."""
     kind, _, rest = peer.partition(":")
@@ -269,11 +279,12 @@ def client_address(peer: str) -> str:
     return peer
 
 
-def login_client(peer: str, metadata: Iterable[Any], trusted_proxies: frozenset[str]) -> str:
+def login_client(peer: str, metadata: Iterable[Any], trusted_proxies: Sequence[IPNetwork]) -> str:
     """The client address a sign-in is counted against: the gRPC peer's, or, when that
-    peer is a trusted proxy (the gateway), the last address of its ``x-forwarded-for``."""
+    peer is in a trusted proxy range (the gateway), the last address of its
+    ``x-forwarded-for``."""
     address = client_address(peer)
-    if address not in trusted_proxies:
+    if not _in_networks(address, trusted_proxies):
         return address
     for key, value in metadata:
         if key == "x-forwarded-for" and isinstance(value, str) and value.strip():

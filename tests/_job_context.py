@@ -3,26 +3,23 @@
 ``RecordingJob`` satisfies ``trainers.runtime.adapter.JobContext``: it records every
 ``report_epoch`` call, keeps a copy of each reported checkpoint (as the runtime would store
 last.pt), and can ask the adapter to stop after a given epoch. The ``make_*`` functions
-write small synthetic shape images (circle, square, triangle on noise) in the prepared
-layouts the runtime hands adapters ("imagefolder" and "coco").
+write small ``visionmesh.shapes`` pictures (circle, square, triangle on noise) in the
+prepared layouts the runtime hands adapters ("imagefolder" and "coco").
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from trainers.runtime.adapter import TrainSpec
-
-SHAPES = ("circle", "square", "triangle")
-COLOURS = {"circle": (230, 60, 60), "square": (60, 220, 60), "triangle": (70, 110, 240)}
+from visionmesh import shapes
 
 
 @dataclass
@@ -106,65 +103,31 @@ def spec(task_type: str, model: str, **overrides) -> TrainSpec:
     return TrainSpec(**values)
 
 
-# --- synthetic shapes ---------------------------------------------------------------------
+# --- synthetic shapes (visionmesh.shapes) in the prepared layouts -------------------------
 
 
-def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[float]:
-    if kind == "circle":
-        n, offset = 20, 0.0
-    elif kind == "square":
-        n, offset = 4, math.pi / 4
-    else:
-        n, offset = 3, -math.pi / 2
-    points: list[float] = []
-    for i in range(n):
-        a = angle + offset + 2 * math.pi * i / n
-        points += [cx + r * math.cos(a), cy + r * math.sin(a)]
-    return points
-
-
-def shapes_image(
-    rng: np.random.Generator, size: int, kinds: list[str], class_colours: bool = False
-) -> tuple[Image.Image, list[tuple[str, list[float]]]]:
-    """One image with the given shapes placed without much overlap; returns polygons too.
-
-    Colours are random unless ``class_colours`` (then each class has its own colour, as in
-    the project's shapes dataset, which makes classes easy to tell apart).
-    """
-    noise = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-    image = Image.fromarray(noise)
-    draw = ImageDraw.Draw(image)
-    placed: list[tuple[float, float, float]] = []
-    shapes = []
-    for kind in kinds:
-        for _ in range(50):
-            r = float(rng.uniform(size * 0.12, size * 0.25)) / max(1, len(kinds) ** 0.5)
-            cx, cy = (float(v) for v in rng.uniform(r + 1, size - r - 1, 2))
-            if all(math.hypot(cx - x, cy - y) > r + rr for x, y, rr in placed):
-                break
-        placed.append((cx, cy, r))
-        polygon = shape_polygon(kind, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
-        colour = tuple(int(c) for c in rng.integers(120, 256, 3))
-        if class_colours:
-            colour = COLOURS[kind]
-        draw.polygon(polygon, fill=colour)
-        shapes.append((kind, polygon))
-    return image, shapes
+def shape_png(size: int, kinds: list[str], *, seed: int = 0, class_colours: bool = False) -> bytes:
+    """PNG bytes of one ``visionmesh.shapes`` picture with the given shapes (a Predict input)."""
+    picture, _ = shapes.make_image(
+        1, size, np.random.default_rng(seed), 1, kinds=kinds, class_colours=class_colours
+    )
+    return png_bytes(picture)
 
 
 def make_imagefolder(
     root: Path, n_train: int, n_val: int, size: int = 64, seed: int = 0
 ) -> list[str]:
-    """``{train,val}/<shape>/<n>.png``, one centred-ish shape per image; returns class names."""
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", n_train), ("val", n_val)):
-        for i in range(count):
-            kind = SHAPES[i % len(SHAPES)]
-            image, _ = shapes_image(rng, size, [kind])
-            folder = root / split / kind
-            folder.mkdir(parents=True, exist_ok=True)
-            image.save(folder / f"{split}_{i:04d}.png")
-    return sorted(SHAPES)
+    """``{train,val}/<shape>/<split>_<n>.png``, one shape per image, the classes taking
+    turns; returns class names (sorted, as the folders are)."""
+    dataset, pictures = shapes.sample(
+        n_train + n_val, size=size, seed=seed, max_shapes=1, cycle_classes=True
+    )
+    for i, (annotation, picture) in enumerate(zip(dataset.annotations, pictures, strict=True)):
+        split, n = ("train", i) if i < n_train else ("val", i - n_train)
+        folder = root / split / shapes.CLASSES[annotation.category_id - 1]
+        folder.mkdir(parents=True, exist_ok=True)
+        picture.save(folder / f"{split}_{n:04d}.png")
+    return sorted(shapes.CLASSES)
 
 
 def make_coco(
@@ -175,49 +138,37 @@ def make_coco(
     seed: int = 0,
     max_shapes: int = 2,
     category_ids: tuple[int, ...] = (3, 7, 11),
-    class_colours: bool = True,
 ) -> list[str]:
-    """The "coco" layout: ``annotations_{train,val}.json`` + ``images/<split>/<n>.png``.
+    """The "coco" layout: ``annotations_{train,val}.json`` + ``images/<split>/<n>.png`` of
+    ``visionmesh.shapes`` pictures, each class in its own colour.
 
     Category ids are deliberately not contiguous. Returns class names in category id order.
     """
-    rng = np.random.default_rng(seed)
-    categories = [
-        {"id": cid, "name": name, "supercategory": "shape"}
-        for cid, name in zip(category_ids, SHAPES, strict=True)
-    ]
-    by_name = {c["name"]: c["id"] for c in categories}
-    ann_id = 1
-    for split, count in (("train", n_train), ("val", n_val)):
-        images, annotations = [], []
-        for i in range(count):
-            kinds = [
-                SHAPES[int(k)] for k in rng.integers(0, 3, int(rng.integers(1, max_shapes + 1)))
-            ]
-            image, shapes = shapes_image(rng, size, kinds, class_colours)
-            rel = f"{split}/{i:04d}.png"
-            (root / "images" / split).mkdir(parents=True, exist_ok=True)
-            image.save(root / "images" / rel)
-            images.append({"id": i + 1, "file_name": rel, "width": size, "height": size})
-            for kind, polygon in shapes:
-                xs, ys = polygon[0::2], polygon[1::2]
-                x0, y0 = max(0.0, min(xs)), max(0.0, min(ys))
-                x1, y1 = min(float(size), max(xs)), min(float(size), max(ys))
-                annotations.append(
-                    {
-                        "id": ann_id,
-                        "image_id": i + 1,
-                        "category_id": by_name[kind],
-                        "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "area": (x1 - x0) * (y1 - y0),
-                        "iscrowd": 0,
-                        "segmentation": [polygon],
-                    }
-                )
-                ann_id += 1
-        document = {"images": images, "annotations": annotations, "categories": categories}
+    from visionmesh.formats import to_coco_dict
+
+    dataset, pictures = shapes.sample(
+        n_train + n_val,
+        size=size,
+        seed=seed,
+        max_shapes=max_shapes,
+        class_colours=True,
+        cycle_classes=True,
+    )
+    new_id = dict(zip((c.id for c in dataset.categories), category_ids, strict=True))
+    for category in dataset.categories:
+        category.id = new_id[category.id]
+    for annotation in dataset.annotations:
+        annotation.category_id = new_id[annotation.category_id]
+    for i, (image, picture) in enumerate(zip(dataset.images, pictures, strict=True)):
+        image.split, n = ("train", i) if i < n_train else ("val", i - n_train)
+        image.path = f"{image.split}/{n:04d}.png"
+        (root / "images" / image.split).mkdir(parents=True, exist_ok=True)
+        picture.save(root / "images" / image.path)
+    for split in ("train", "val"):
+        members = [im for im in dataset.images if im.split == split]
+        document = to_coco_dict(dataset, members)
         (root / f"annotations_{split}.json").write_text(json.dumps(document))
-    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    return [c.name for c in sorted(dataset.categories, key=lambda c: c.id)]
 
 
 def prepared_shapes(
@@ -227,8 +178,7 @@ def prepared_shapes(
     them; returns (prepared folder, class names)."""
     import hashlib
 
-    from trainers.runtime.convert import write_layout
-    from visionmesh import shapes
+    from trainers.runtime.layouts import write_layout
 
     source = folder / "source"
     shapes.generate(source, images=images, size=size, seed=0, max_shapes=max_shapes)

@@ -3,13 +3,13 @@
 ::
 
     from tests._dataset import DEFAULT_BACKEND, dataset_server_fixture
-    from tests._trainers import shapes_dataset, start_trainer
+    from tests._trainers import shapes_dataset, start_trainer, upload_dataset
 
     dataset_server = dataset_server_fixture([DEFAULT_BACKEND])
 
     def test_x(dataset_server):
         alice = dataset_server.user("alice")
-        ds = upload_shapes(alice, shapes_dataset(12, size=96))   # dataset with a DICE document
+        ds = upload_dataset(alice, *shapes_dataset(12, size=96))   # images + DICE document
         trainer = start_trainer("ultralytics", dataset_server)   # same home, store, keys
         stub = trainer.stub(alice.token)
         job = stub.StartTraining(...).job
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
-import random
 import tempfile
 import time
 import uuid
@@ -206,37 +204,6 @@ def start_trainer(
 
 # -- tiny synthetic shapes ---------------------------------------------------------------------
 
-CATEGORIES = [
-    {"id": 1, "name": "circle", "supercategory": "shape"},
-    {"id": 2, "name": "square", "supercategory": "shape"},
-    {"id": 3, "name": "triangle", "supercategory": "shape", "keypoints": ["v1", "v2", "v3"]},
-]
-COLORS = {1: (230, 60, 60), 2: (60, 220, 60), 3: (70, 110, 240)}
-
-
-def _shape(kind: int, cx: float, cy: float, r: float, rng: random.Random) -> list[float]:
-    if kind == 1:
-        n = 16
-        return [
-            v
-            for i in range(n)
-            for v in (
-                cx + r * math.cos(2 * math.pi * i / n),
-                cy + r * math.sin(2 * math.pi * i / n),
-            )
-        ]
-    if kind == 2:
-        return [cx - r, cy - r, cx + r, cy - r, cx + r, cy + r, cx - r, cy + r]
-    angle = rng.uniform(0, 2 * math.pi / 3)
-    return [
-        v
-        for i in range(3)
-        for v in (
-            cx + r * math.cos(angle + 2 * math.pi * i / 3),
-            cy + r * math.sin(angle + 2 * math.pi * i / 3),
-        )
-    ]
-
 
 def shapes_dataset(
     n_images: int,
@@ -245,68 +212,34 @@ def shapes_dataset(
     seed: int = 0,
     val_every: int = 4,
     max_shapes: int = 2,
-    classes: tuple[int, ...] = (1, 2, 3),
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """(files by relative path, DICE standard document) of coloured shapes on noise.
+    """(files by relative path, DICE standard document) of ``visionmesh.shapes`` pictures.
 
-    Every image has its split ("val" for every ``val_every``-th image); annotations carry a
-    box, a polygon and, for triangles, their three vertices as keypoints.
+    Every image has its split ("val" for every ``val_every``-th image) and PNG bytes at
+    ``<split>/shape_<n>.png``; each class has its own colour and image i's first shape is of
+    class i % 3, so every split holds every class. Annotations carry a box, a polygon and,
+    for triangles, their three vertices as keypoints.
     """
-    import numpy as np
-    from PIL import Image, ImageDraw
+    from visionmesh import shapes
+    from visionmesh.formats import to_dice_dict
 
-    rng = random.Random(seed)
-    nprng = np.random.default_rng(seed)
+    dataset, pictures = shapes.sample(
+        n_images,
+        size=size,
+        seed=seed,
+        max_shapes=max_shapes,
+        class_colours=True,
+        cycle_classes=True,
+    )
     files: dict[str, bytes] = {}
-    images, annotations = [], []
-    for i in range(n_images):
-        split = "val" if i % val_every == val_every - 1 else "train"
-        noise = nprng.integers(0, 90, (size, size, 3), dtype=np.uint8)
-        img = Image.fromarray(noise)
-        draw = ImageDraw.Draw(img)
-        placed: list[tuple[float, float, float]] = []
-        count = rng.randint(1, max_shapes)
-        # the first shape's class cycles, so every split holds every class
-        kinds = [classes[i % len(classes)]] + [rng.choice(classes) for _ in range(count - 1)]
-        for kind in kinds:
-            for _ in range(20):
-                r = rng.uniform(size * 0.12, size * 0.22)
-                cx, cy = rng.uniform(r + 1, size - r - 1), rng.uniform(r + 1, size - r - 1)
-                if all(math.hypot(cx - x, cy - y) > r + rr + 2 for x, y, rr in placed):
-                    break
-            else:
-                continue
-            placed.append((cx, cy, r))
-            poly = _shape(kind, cx, cy, r, rng)
-            draw.polygon(poly, fill=COLORS[kind])
-            xs, ys = poly[0::2], poly[1::2]
-            ann: dict[str, Any] = {
-                "id": len(annotations) + 1,
-                "image_id": i + 1,
-                "category_id": kind,
-                "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
-                "segmentation": [[round(v, 2) for v in poly]],
-                "area": (max(xs) - min(xs)) * (max(ys) - min(ys)),
-                "iscrowd": 0,
-            }
-            if kind == 3:
-                ann["keypoints"] = [v for x, y in zip(xs, ys, strict=True) for v in (x, y, 2)]
-                ann["num_keypoints"] = len(xs)
-            annotations.append(ann)
+    for i, (image, picture) in enumerate(zip(dataset.images, pictures, strict=True)):
+        image.split = "val" if i % val_every == val_every - 1 else "train"
+        image.path = f"{image.split}/shape_{i:04d}.png"
         out = io.BytesIO()
-        img.save(out, "PNG")
-        name = f"{split}/shape_{i:04d}.png"
-        files[name] = out.getvalue()
-        images.append(
-            {"id": i + 1, "file_name": name, "width": size, "height": size, "split": split}
-        )
-    document = {
-        "info": {"description": "visionmesh test shapes"},
-        "categories": [c for c in CATEGORIES if c["id"] in classes],
-        "images": images,
-        "annotations": annotations,
-    }
-    return files, document
+        picture.save(out, "PNG")
+        files[image.path] = out.getvalue()
+    dataset.info = {"description": "visionmesh test shapes"}
+    return files, to_dice_dict(dataset)
 
 
 def upload_dataset(

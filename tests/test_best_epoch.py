@@ -3,7 +3,6 @@ minimise losses; the torch loop's EpochBook and the runtime's report_epoch both 
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from trainers.runtime import records
 from trainers.runtime.adapter import IMAGE_CLASSIFICATION
 from trainers.runtime.torchkit.epochs import EpochBook
 from trainers.runtime.worker import RuntimeJob
+from trainers.runtime.worker_protocol import WorkerConfig
 
 MAXIMISED = ("val/top1", "val/top5", "val/map50", "val/map50_95", "val/miou", "metrics/mAP50")
 MINIMISED = ("val/loss", "train/loss", "train/box_loss", "val/cls_loss")
@@ -51,17 +51,17 @@ class _Store:
 
 
 class _Events:
-    def send(self, kind: str, **fields) -> None:
+    def send(self, event) -> None:
         pass
 
 
 def _runtime_job(tmp_path: Path, metric: str) -> RuntimeJob:
-    cfg = {
-        "job_id": "j1",
-        "train_spec": asdict(spec(IMAGE_CLASSIFICATION, "m", epochs=len(SERIES[metric]))),
-        "work_dir": str(tmp_path / "work"),
-        "best_metric": metric,
-    }
+    cfg = WorkerConfig(
+        job_id="j1",
+        train_spec=spec(IMAGE_CLASSIFICATION, "m", epochs=len(SERIES[metric])),
+        work_dir=str(tmp_path / "work"),
+        best_metric=metric,
+    )
     return RuntimeJob(cfg, _Store(), _Events(), adapter=None)
 
 

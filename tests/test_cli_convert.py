@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visionmesh.cli import main
+from tests._servers import ROOT, child_env
+from visionmesh.cli import COMMAND_MODULES, command_modules, main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(
@@ -181,3 +182,47 @@ def test_installed_entry_point(shapes_dir: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "c/annotations").is_dir()
+
+
+def test_offline_commands_import_no_network_code(shapes_dir: Path, tmp_path: Path) -> None:
+    """convert and validate are parsed with their own module alone: grpc, protobuf, the
+    client, the other command groups (and Pillow, with --images none) are never imported."""
+    out = tmp_path / "y"
+    code = (
+        "import sys\n"
+        "from visionmesh.cli import main\n"
+        f"argv = ['convert', {str(shapes_dir)!r}, '--to', 'yolo', '--task', 'detect', {str(out)!r}]\n"
+        "assert main(argv + ['--images', 'none']) == 0\n"
+        f"assert main(['validate', {str(shapes_dir)!r}, '--no-check-images']) == 0\n"
+        "heavy = ('grpc', 'google.protobuf', 'jwt', 'PIL', 'visionmesh.client',\n"
+        "         'visionmesh.cli.datasets', 'visionmesh.cli.training')\n"
+        "print('loaded:', sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "loaded: []"
+    assert (out / "data.yaml").is_file()
+
+
+def test_only_a_sure_offline_command_narrows_the_parser(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    convert_only = ["visionmesh.cli.convert"]
+    assert command_modules(["convert", "src", "--to", "yolo", "out"]) == convert_only
+    assert command_modules(["--json", "--dataset-addr", "h:1", "validate", "x"]) == convert_only
+    assert command_modules(["--trainers=timm=h:2", "shapes", "out"]) == convert_only
+    # Anything else, or an option argparse might read differently, gets every command.
+    for argv in (["datasets", "list"], ["-h", "convert"], ["--dataset", "convert"], []):
+        assert command_modules(argv) == COMMAND_MODULES, argv
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(word in listed for word in ("convert", "validate", "datasets", "login", "train"))

@@ -571,7 +571,8 @@ def test_sign_in_behind_a_trusted_proxy_counts_the_forwarded_client(tmp_path):
         tmp_path / "home",
         extra_env={
             "VISIONMESH_LOGIN_CLIENT_MAX_FAILURES": "2",
-            "VISIONMESH_TRUSTED_PROXIES": "127.0.0.1",
+            # a range, as for gateway pods on Kubernetes (deploy/)
+            "VISIONMESH_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.0/8",
         },
     )
     try:
@@ -594,6 +595,22 @@ def test_sign_in_behind_a_trusted_proxy_counts_the_forwarded_client(tmp_path):
         assert attempt(PASSWORD, "203.0.113.10").user.username == "lou"  # another browser
     finally:
         cleanup()
+
+
+def test_trusted_proxies_take_addresses_and_ranges_and_refuse_anything_else():
+    from dataset_svc.settings import parse_networks
+    from dataset_svc.users import login_client
+
+    nets = parse_networks("VISIONMESH_TRUSTED_PROXIES", " 10.1.0.0/16, 192.0.2.7,fd00::/8 ")
+    fwd = [("x-forwarded-for", "198.51.100.1, 203.0.113.9")]
+    assert login_client("ipv4:10.1.200.3:5123", fwd, nets) == "203.0.113.9"
+    assert login_client("ipv4:192.0.2.7:5123", fwd, nets) == "203.0.113.9"
+    assert login_client("ipv6:[fd00::1]:5123", fwd, nets) == "203.0.113.9"
+    assert login_client("ipv4:10.2.0.1:5123", fwd, nets) == "10.2.0.1"  # outside the range
+    assert login_client("unix:/tmp/s", fwd, nets) == "unix:/tmp/s"
+    assert parse_networks("X", "") == ()
+    with pytest.raises(ValueError, match="VISIONMESH_TRUSTED_PROXIES: 'gateway'"):
+        parse_networks("VISIONMESH_TRUSTED_PROXIES", "10.0.0.0/8,gateway")
 
 
 def test_common_password_list_ships_with_the_package():

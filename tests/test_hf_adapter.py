@@ -21,9 +21,8 @@ from tests._job_context import (
     RecordingJob,
     make_coco,
     make_imagefolder,
-    png_bytes,
     prepared_shapes,
-    shapes_image,
+    shape_png,
     spec,
 )
 from tests._servers import child_env
@@ -94,8 +93,7 @@ def predict(job: RecordingJob, image: bytes, task: str, confidence: float = 0.0,
 
 
 def sample_image(size=80, kinds=("circle", "square")) -> bytes:
-    image, _ = shapes_image(np.random.default_rng(3), size, list(kinds), class_colours=True)
-    return png_bytes(image)
+    return shape_png(size, list(kinds), seed=3, class_colours=True)
 
 
 # --- capabilities -------------------------------------------------------------------------

@@ -66,3 +66,38 @@ def test_shapes_do_not_overlap(tmp_path: Path) -> None:
         )
         img += one > 0
     assert all(m.max() <= 1 for m in masks.values())
+
+
+def test_class_colours_and_cycled_classes(tmp_path: Path) -> None:
+    """The options the trainer tests use: each class in its own colour, and image i's first
+    shape of class i % 3 (one shape per image: the classes take turns)."""
+    ds, pictures = shapes.sample(
+        9, size=48, seed=4, max_shapes=1, class_colours=True, cycle_classes=True
+    )
+    assert [a.image_id for a in ds.annotations] == list(range(1, 10))
+    assert [a.category_id for a in ds.annotations] == [1, 2, 3] * 3
+    for a, picture in zip(ds.annotations, pictures, strict=True):
+        poly = np.asarray(a.segmentation[0]).reshape(-1, 2)
+        centre = np.asarray(picture)[int(poly[:, 1].mean()), int(poly[:, 0].mean())]
+        colour = shapes.CLASS_COLOURS[shapes.CLASSES[a.category_id - 1]]
+        assert np.abs(centre.astype(int) - colour).max() == 0
+    many, _ = shapes.sample(12, size=64, seed=4, max_shapes=3, cycle_classes=True)
+    firsts = {}
+    for a in many.annotations:
+        firsts.setdefault(a.image_id, a.category_id)
+    assert [firsts[i] for i in range(1, 13)] == [1, 2, 3] * 4
+    assert max(sum(a.image_id == i for a in many.annotations) for i in range(1, 13)) > 1
+    # generate() writes what sample() draws
+    written = shapes.generate(
+        tmp_path, images=9, size=48, seed=4, max_shapes=1, class_colours=True, cycle_classes=True
+    )
+    assert written.annotations == ds.annotations
+
+
+def test_make_image_draws_the_kinds_asked_for() -> None:
+    rng = np.random.default_rng(0)
+    picture, annotations = shapes.make_image(
+        7, 96, rng, 40, kinds=["triangle", "square"], class_colours=True
+    )
+    assert picture.size == (96, 96)
+    assert [(a.id, a.image_id, a.category_id) for a in annotations] == [(40, 7, 3), (41, 7, 2)]

@@ -13,10 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests._job_context import RecordingJob, make_imagefolder, png_bytes, shapes_image, spec
+from tests._job_context import RecordingJob, make_imagefolder, shape_png, spec
 from tests._servers import ROOT, child_env
 from trainers.runtime.adapter import IMAGE_CLASSIFICATION, OBJECT_DETECTION
 from trainers.timm.adapter import TimmAdapter
@@ -116,10 +115,9 @@ def test_train_reports_every_epoch_and_predicts(tmp_path, shapes):
     assert job.epochs[0].values["lr"] > job.epochs[1].values["lr"]  # cosine schedule
     assert any("test_resnet" in line for line in job.lines)
 
-    image, _ = shapes_image(np.random.default_rng(1), 90, ["circle"])
     prediction = TimmAdapter().predict(
         job.last_checkpoint,
-        png_bytes(image),
+        shape_png(90, ["circle"], seed=1),
         task_type=IMAGE_CLASSIFICATION,
         class_names=[],  # the checkpoint carries its class names
         confidence=0.25,

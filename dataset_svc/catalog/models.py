@@ -59,6 +59,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# ``datasets.visibility`` holds the numbers of the API's ``visionmesh.v1.Visibility`` (the
+# catalog stores what the wire carries; tests/test_dataset_domain.py checks they agree).
+VISIBILITY_UNSPECIFIED = 0
+VISIBILITY_PRIVATE = 1
+VISIBILITY_PUBLIC = 2
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 

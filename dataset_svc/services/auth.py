@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import grpc
 
-from dataset_svc import convert, identity, users
+from dataset_svc import identity, messages, users
 from dataset_svc.app import App
 from dataset_svc.errors import ServiceError, grpc_errors
 from visionmesh.v1 import auth_pb2, auth_pb2_grpc
@@ -26,7 +26,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.RegisterResponse:
         with self.app.catalog.session() as session:
             user = users.register(session, request.username, request.password)
-            return auth_pb2.RegisterResponse(user=convert.user(user))
+            return auth_pb2.RegisterResponse(user=messages.user(user))
 
     def Login(
         self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext
@@ -49,7 +49,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
                 user.username, ttl_seconds=self.app.settings.token_ttl_seconds
             )
             response = auth_pb2.LoginResponse(
-                access_token=token, token_type="Bearer", user=convert.user(user)
+                access_token=token, token_type="Bearer", user=messages.user(user)
             )
             response.expire_time.FromDatetime(expires)
             return response
@@ -58,4 +58,4 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.WhoAmIRequest, context: grpc.ServicerContext
     ) -> auth_pb2.WhoAmIResponse:
         with self.app.catalog.session() as session:
-            return auth_pb2.WhoAmIResponse(user=convert.user(identity.caller(session)))
+            return auth_pb2.WhoAmIResponse(user=messages.user(identity.caller(session)))

@@ -3,30 +3,32 @@
 Every handler resolves the caller (:mod:`dataset_svc.identity`) and the dataset through
 :mod:`dataset_svc.permissions` first. Reading (get, list, images, annotations, snapshots,
 diff, integrity check, export) needs visibility; changing (update, delete, upload, delete
-images, import, snapshot) needs ownership.
+images, import, snapshot) needs ownership. Handlers parse the request, call the domain
+modules (which answer rows and dataclasses, and do the store's I/O) and build the response
+with :mod:`dataset_svc.messages`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from dataset_svc import (
     content,
-    convert,
     datasets,
     diff,
     documents,
     exports,
-    gc,
     identity,
     images,
     imports,
     integrity,
+    messages,
     names,
     pagination,
     snapshots,
@@ -34,9 +36,8 @@ from dataset_svc import (
 )
 from dataset_svc.app import App
 from dataset_svc.catalog.models import Dataset, User, utcnow
-from dataset_svc.errors import grpc_errors, invalid_argument, log, not_found
+from dataset_svc.errors import grpc_errors, invalid_argument, not_found
 from dataset_svc.permissions import readable_dataset, readable_row, writable_dataset
-from visionmesh.store import KeyNotFound
 from visionmesh.v1 import dataset_pb2, dataset_pb2_grpc
 
 
@@ -70,6 +71,17 @@ def load_document(
     return dataset, json.loads(data)
 
 
+def dataset_messages(
+    db: Session | Connection, rows: Sequence[tuple[Any, str]], *, with_health: bool = False
+) -> list[dataset_pb2.Dataset]:
+    """Dataset messages of (row, owner username) pairs, summaries read through ``db``."""
+    return messages.datasets(
+        rows,
+        functools.partial(datasets.summaries, db),
+        functools.partial(datasets.health, db) if with_health else None,
+    )
+
+
 @grpc_errors
 class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
     def __init__(self, app: App) -> None:
@@ -81,7 +93,7 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
         with self.app.catalog.session() as session:
             user = identity.caller(session)
             row = datasets.create(session, user, request.dataset)
-            message = datasets.to_messages(session, [(row, user.username)])[0]
+            message = dataset_messages(session, [(row, user.username)])[0]
         return dataset_pb2.CreateDatasetResponse(dataset=message)
 
     def GetDataset(self, request, context):  # type: ignore[no-untyped-def]
@@ -89,12 +101,20 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
         with self.app.catalog.reader() as db:  # read-only: Core queries, cached summaries
             user = identity.caller(db)
             row = readable_row(db, user, dataset_id)
-            message = datasets.to_messages(db, [(row, row.owner_username)], with_health=True)[0]
+            message = dataset_messages(db, [(row, row.owner_username)], with_health=True)[0]
         return dataset_pb2.GetDatasetResponse(dataset=message)
 
     def ListDatasets(self, request, context):  # type: ignore[no-untyped-def]
         with self.app.catalog.reader() as db:
-            return datasets.list_visible(db, identity.caller(db), request)
+            page = datasets.list_visible(
+                db,
+                identity.caller(db),
+                filter_text=request.filter,
+                order_by=request.order_by,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return messages.list_datasets(page, functools.partial(datasets.summaries, db))
 
     def UpdateDataset(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.dataset.name, "dataset.name")
@@ -102,7 +122,7 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
             user = identity.caller(session)
             row = writable_dataset(session, user, dataset_id, "update")
             datasets.update(session, row, request.dataset, list(request.update_mask.paths))
-            message = datasets.to_messages(session, [(row, user.username)])[0]
+            message = dataset_messages(session, [(row, user.username)])[0]
         return dataset_pb2.UpdateDatasetResponse(dataset=message)
 
     def DeleteDataset(self, request, context):  # type: ignore[no-untyped-def]
@@ -111,14 +131,7 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
             user = identity.caller(session)
             writable_dataset(session, user, dataset_id, "delete")
             datasets.delete_dataset(session, dataset_id)
-        # Rows are gone; manifests and exports go now, blobs at the next GC.
-        for prefix in (f"datasets/{dataset_id}/", f"exports/{dataset_id}/"):
-            try:
-                for key in list(self.app.store.list(prefix)):
-                    with contextlib.suppress(KeyNotFound):
-                        self.app.store.delete(key)
-            except Exception:  # the GC removes what is left
-                log.exception("could not remove objects under %s", prefix)
+        datasets.delete_objects(self.app.store, dataset_id)  # once the rows are gone
         return dataset_pb2.DeleteDatasetResponse()
 
     # -- images ------------------------------------------------------------------------------
@@ -127,51 +140,48 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
         first = next(request_iterator, None)
         if first is None:
             raise invalid_argument("empty UploadImages stream: send a header first", "header")
-        header = uploads.read_header(first)
+        header = messages.upload_header(first)
+        uploads.check_path_prefix(header.path_prefix)
+        on_conflict = messages.on_conflict(header.on_conflict)
         dataset_id = names.parse_dataset(header.parent, "header.parent")
         with self.app.catalog.session() as session:
             writable_dataset(session, identity.caller(session), dataset_id, "upload images to")
-            existing = uploads.existing_paths(session, dataset_id, header.on_conflict)
+            existing = uploads.existing_paths(session, dataset_id, on_conflict)
         started = utcnow()
         receiver = uploads.Receiver(
             self.app.settings,
             self.app.store,
             header.path_prefix,
-            on_conflict=header.on_conflict,
+            on_conflict=on_conflict,
             existing=existing,
         )
-        committed: set[str] = set()
-        try:
-            received = uploads.run(receiver, request_iterator, context)
+        with uploads.unused_blobs_taken_back(self.app.catalog, self.app.store, receiver) as kept:
+            received = uploads.run(receiver, messages.UploadChunks(request_iterator), context)
             with self.app.catalog.session() as session:
                 user = identity.caller(session)
                 dataset = writable_dataset(session, user, dataset_id, "upload images to")
                 changed, conflicts = uploads.commit(
-                    session, dataset_id, received, header.on_conflict, started, self.app.store
+                    session, dataset_id, received, on_conflict, started, self.app.store
                 )
                 if changed:
                     datasets.touch(dataset)
-                response = dataset_pb2.UploadImagesResponse(
-                    images=[convert.image(row) for row in changed],
-                    deduplicated_count=received.deduplicated,
-                    skipped=[*received.skipped, *conflicts],
-                    received_bytes=received.received_bytes,
-                )
-            committed = {row.sha256 for row in changed}
-            return response
-        finally:  # what the stream wrote and no committed row uses leaves the store again
-            leftovers = set(receiver.result.written) - committed
-            if leftovers:
-                try:
-                    gc.take_back(self.app.catalog, self.app.store, leftovers)
-                except Exception:  # the next GC removes them
-                    log.exception("could not remove %d blobs of a refused upload", len(leftovers))
+                response = messages.upload_images(changed, received, conflicts)
+            kept.update(row.sha256 for row in changed)  # committed: these blobs stay
+        return response
 
     def ListImages(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.parent, "parent")
         with self.app.catalog.session() as session:
             readable_dataset(session, identity.caller(session), dataset_id)
-            return images.list_page(session, dataset_id, request)
+            page = images.list_page(
+                session,
+                dataset_id,
+                parent=request.parent,
+                filter_text=request.filter,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return messages.list_images(page)
 
     def DeleteImages(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.parent, "parent")
@@ -193,7 +203,7 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
         with self.app.catalog.session() as session:
             readable_dataset(session, identity.caller(session), dataset_id)
             row = images.get(session, dataset_id, image_id)
-        return images.url(self.app.store, row, request.expire_seconds)
+        return messages.image_url(images.url(self.app.store, row, request.expire_seconds))
 
     # -- annotations -------------------------------------------------------------------------
 
@@ -203,9 +213,17 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
             dataset = writable_dataset(
                 session, identity.caller(session), dataset_id, "import annotations into"
             )
-            response = imports.import_annotations(session, dataset, request)
+            result = imports.import_annotations(
+                session,
+                dataset,
+                request.files,
+                fmt=messages.import_format(request.format),
+                class_names=request.class_names,
+                replace_existing=request.replace_existing,
+                allow_warnings=request.allow_warnings,
+            )
             datasets.touch(dataset)
-            return response
+        return messages.import_annotations(result)
 
     def GetAnnotations(self, request, context):  # type: ignore[no-untyped-def]
         with self.app.catalog.session() as session:
@@ -217,19 +235,15 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
 
     def CreateSnapshot(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.parent, "parent")
-        written: list[str] = []
-        try:
-            with self.app.catalog.session() as session:
-                user = identity.caller(session)
-                dataset = writable_dataset(session, user, dataset_id, "snapshot")
-                row = snapshots.create(session, self.app.store, dataset, user, request.snapshot)
-                written.append(row.manifest_key)
-                message = convert.snapshot(row, user.username)
-        except Exception:
-            for key in written:  # the row was not committed: its manifest goes too
-                with contextlib.suppress(Exception):
-                    self.app.store.delete(key)
-            raise
+        store = self.app.store
+        with (
+            snapshots.manifests_removed_unless_committed(store) as written,
+            self.app.catalog.session() as session,
+        ):
+            user = identity.caller(session)
+            dataset = writable_dataset(session, user, dataset_id, "snapshot")
+            row = snapshots.create(session, store, dataset, user, request.snapshot, written)
+            message = messages.snapshot(row, user.username)
         return dataset_pb2.CreateSnapshotResponse(snapshot=message)
 
     def ListSnapshots(self, request, context):  # type: ignore[no-untyped-def]
@@ -240,7 +254,7 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
             rows, total = snapshots.list_page(session, dataset_id, page.offset, page.size)
             creators = snapshots.creator_names(session, rows)
         return dataset_pb2.ListSnapshotsResponse(
-            snapshots=[convert.snapshot(r, creators.get(r.creator_id, "")) for r in rows],
+            snapshots=[messages.snapshot(r, creators.get(r.creator_id, "")) for r in rows],
             next_page_token=page.next_token(len(rows), total),
         )
 
@@ -251,7 +265,7 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
             row = snapshots.get(session, dataset_id, snapshot_id)
             creators = snapshots.creator_names(session, [row])
         return dataset_pb2.GetSnapshotResponse(
-            snapshot=convert.snapshot(row, creators.get(row.creator_id, ""))
+            snapshot=messages.snapshot(row, creators.get(row.creator_id, ""))
         )
 
     def DiffSnapshots(self, request, context):  # type: ignore[no-untyped-def]
@@ -268,19 +282,25 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
             user = identity.caller(session)
             _, base_doc = load_document(session, self.app, user, request.base, "base")
             _, target_doc = load_document(session, self.app, user, target_name, "target")
-        return diff.diff(base_doc, target_doc)
+        return messages.diff(diff.diff(base_doc, target_doc))
 
     def CheckIntegrity(self, request, context):  # type: ignore[no-untyped-def]
         dataset_id = names.parse_dataset(request.name)
         with self.app.catalog.session() as session:
             readable_dataset(session, identity.caller(session), dataset_id)
-            return integrity.check(session, self.app.store, dataset_id, request.verify_hashes)
+            report = integrity.check(session, self.app.store, dataset_id, request.verify_hashes)
+        return messages.integrity(report)
 
     def ExportDataset(self, request, context):  # type: ignore[no-untyped-def]
         with self.app.catalog.session() as session:
             user = identity.caller(session)
             dataset, document = load_document(session, self.app, user, request.name, "name")
-        return exports.export(self.app, user, dataset, document, request)
+        fmt = messages.export_format(request.format)
+        task = messages.export_task(request.task_type)
+        result = exports.export(
+            self.app, user, dataset, document, request.name, fmt, task, request.annotations_only
+        )
+        return messages.export(result)
 
     # -- bytes out ---------------------------------------------------------------------------
 
@@ -291,8 +311,10 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
             readable_dataset(session, identity.caller(session), dataset_id)
             row = images.get(session, dataset_id, image_id)
             sha256, content_type = row.sha256, row.content_type
-        yield from content.image_content(
-            self.app.store, sha256, content_type, request.thumbnail_size, request.name
+        yield from messages.http_bodies(
+            *content.image_content(
+                self.app.store, sha256, content_type, request.thumbnail_size, request.name
+            )
         )
 
     def DownloadExport(self, request, context):  # type: ignore[no-untyped-def]
@@ -302,6 +324,8 @@ class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
             readable_dataset(session, user, dataset_id)
             if exports.export_id_owner(export_id) != f"u{user.id}":
                 raise not_found(f"export {request.name} not found: run ExportDataset first")
-        yield from content.export_content(
-            self.app.store, exports.export_key(dataset_id, export_id), request.name
+        yield from messages.http_bodies(
+            *content.export_content(
+                self.app.store, exports.export_key(dataset_id, export_id), request.name
+            )
         )

@@ -373,6 +373,16 @@ def _analyse(
     return plan, report
 
 
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` by sorting: numpy 2's hash-based unique of integers took about
+    100 ms for 200,000 (image, class) keys, the sort about 1 ms."""
+    ordered = np.sort(values)
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 def _split_and_count(
     dataset: Dataset,
     plan: _Plan,
@@ -388,7 +398,7 @@ def _split_and_count(
     img_ids, img_idx = np.unique(img, return_inverse=True)
     cat_ids, cat_idx = np.unique(cat, return_inverse=True)
     ncat = len(cat_ids)
-    pair_keys = np.unique(img_idx * ncat + cat_idx)
+    pair_keys = _distinct(img_idx * ncat + cat_idx)
     labels: dict[int, set[int]] = {i: set() for i in plan.usable}
     img_list, cat_list = img_ids.tolist(), cat_ids.tolist()
     for image_k, cat_k in zip(*divmod(pair_keys, ncat), strict=True):

@@ -10,6 +10,7 @@ Everything is derived from the seed: the same seed gives the same files.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ COLOURS = {
     "blue": (40, 80, 220),
     "yellow": (230, 210, 40),
 }
+#: One colour per class, for ``class_colours=True`` (classes then differ by colour too).
+CLASS_COLOURS = {"circle": COLOURS["red"], "square": COLOURS["green"], "triangle": COLOURS["blue"]}
 _CIRCLE_SIDES = 32
 
 
@@ -78,19 +81,31 @@ def make_image(
     rng: np.random.Generator,
     next_annotation_id: int,
     max_shapes: int = 4,
+    *,
+    kinds: Sequence[str] | None = None,
+    class_colours: bool = False,
 ) -> tuple[PILImage.Image, list[Annotation]]:
-    """One picture and its annotations (ids from ``next_annotation_id``)."""
+    """One picture and its annotations (ids from ``next_annotation_id``).
+
+    ``kinds``: the shapes to draw, in order (default: 1 to ``max_shapes`` random ones); a
+    shape that finds no free spot is left out, with the rest. ``class_colours``: each shape
+    in its class's colour (:data:`CLASS_COLOURS`) instead of a random one of :data:`COLOURS`.
+    """
     picture = _background(size, rng)
     draw = ImageDraw.Draw(picture)
     placed: list[tuple[float, float, float]] = []
     annotations: list[Annotation] = []
-    for _ in range(int(rng.integers(1, max_shapes + 1))):
+    count = len(kinds) if kinds is not None else int(rng.integers(1, max_shapes + 1))
+    for n in range(count):
         spot = _place(size, placed, rng)
         if spot is None:
             break
         placed.append(spot)
-        kind = CLASSES[int(rng.integers(len(CLASSES)))]
-        colour = list(COLOURS.values())[int(rng.integers(len(COLOURS)))]
+        kind = kinds[n] if kinds is not None else CLASSES[int(rng.integers(len(CLASSES)))]
+        if class_colours:
+            colour = CLASS_COLOURS[kind]
+        else:
+            colour = list(COLOURS.values())[int(rng.integers(len(COLOURS)))]
         pts = np.round(_outline(kind, *spot, rng), 2)
         draw.polygon([tuple(p) for p in pts.tolist()], fill=colour)
         flat = pts.reshape(-1).tolist()
@@ -121,6 +136,49 @@ def make_image(
     return picture, annotations
 
 
+def sample(
+    images: int,
+    *,
+    size: int = 128,
+    seed: int = 0,
+    max_shapes: int = 4,
+    class_colours: bool = False,
+    cycle_classes: bool = False,
+) -> tuple[Dataset, list[PILImage.Image]]:
+    """``images`` pictures in memory and their dataset (paths ``images/shape_<n>.jpg``, no
+    split), the same as :func:`generate` writes for the same arguments.
+
+    ``cycle_classes``: image i's first shape is ``CLASSES[i % 3]`` (any three images in a
+    row hold every class; with ``max_shapes=1`` the classes take turns); ``class_colours``:
+    see :func:`make_image`.
+    """
+    if images < 1 or size < 32:
+        raise ValueError("need at least 1 image of at least 32 pixels")
+    rng = np.random.default_rng(seed)
+    dataset = Dataset(categories=categories(), info={"description": f"shapes, seed {seed}"})
+    pictures: list[PILImage.Image] = []
+    width = max(5, len(str(images - 1)))
+    for i in range(images):
+        kinds = None
+        if cycle_classes:
+            count = int(rng.integers(1, max_shapes + 1))
+            others = [CLASSES[int(k)] for k in rng.integers(len(CLASSES), size=count - 1)]
+            kinds = [CLASSES[i % len(CLASSES)], *others]
+        picture, annotations = make_image(
+            i + 1,
+            size,
+            rng,
+            len(dataset.annotations) + 1,
+            max_shapes,
+            kinds=kinds,
+            class_colours=class_colours,
+        )
+        pictures.append(picture)
+        dataset.images.append(Image(i + 1, f"images/shape_{i:0{width}d}.jpg", size, size))
+        dataset.annotations.extend(annotations)
+    return dataset, pictures
+
+
 def generate(
     out_dir: str | Path,
     *,
@@ -128,22 +186,22 @@ def generate(
     size: int = 128,
     seed: int = 0,
     max_shapes: int = 4,
+    class_colours: bool = False,
+    cycle_classes: bool = False,
 ) -> Dataset:
-    """Write ``images`` JPEGs under ``out_dir/images/`` plus a DICE ``annotations.json``."""
-    if images < 1 or size < 32:
-        raise ValueError("need at least 1 image of at least 32 pixels")
+    """Write ``images`` JPEGs under ``out_dir/images/`` plus a DICE ``annotations.json``
+    (options as :func:`sample`)."""
+    dataset, pictures = sample(
+        images,
+        size=size,
+        seed=seed,
+        max_shapes=max_shapes,
+        class_colours=class_colours,
+        cycle_classes=cycle_classes,
+    )
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    dataset = Dataset(categories=categories(), info={"description": f"shapes, seed {seed}"})
-    width = max(5, len(str(images - 1)))
-    for i in range(images):
-        picture, annotations = make_image(
-            i + 1, size, rng, len(dataset.annotations) + 1, max_shapes
-        )
-        path = f"images/shape_{i:0{width}d}.jpg"
-        picture.save(out / path, quality=92)
-        dataset.images.append(Image(i + 1, path, size, size))
-        dataset.annotations.extend(annotations)
+    for image, picture in zip(dataset.images, pictures, strict=True):
+        picture.save(out / image.path, quality=92)
     write(dataset, "dice", out, images="none")
     return dataset

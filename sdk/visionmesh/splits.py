@@ -15,6 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 
 from .formats.model import Dataset
 
@@ -57,7 +58,9 @@ def stratified_split(
         raise SplitError(f"{n} image(s): a train/val split needs at least 2")
     rng = random.Random(seed)
     rng.shuffle(ids)
-    total = Counter(c for i in ids for c in set(labels[i]))
+    # Each item's distinct classes once (as a tuple: the loops below only iterate them).
+    classes = {i: tuple(set(labels[i])) for i in ids}
+    total = Counter(chain.from_iterable(classes.values()))
     target = {c: min(t - 1, _round(t * val_fraction)) for c, t in total.items()}
     n_val = min(n - 1, max(1, _round(n * val_fraction)))
     in_train = dict(total)
@@ -65,23 +68,33 @@ def stratified_split(
     val: set[int] = set()
 
     def movable(i: int) -> bool:
-        return all(in_train[c] > 1 for c in set(labels[i]))
+        for c in classes[i]:
+            if in_train[c] <= 1:
+                return False
+        return True
+
+    def short(i: int) -> bool:
+        for c in classes[i]:
+            if in_val[c] < target[c]:
+                return True
+        return False
 
     def move(i: int) -> None:
         val.add(i)
-        for c in set(labels[i]):
+        for c in classes[i]:
             in_train[c] -= 1
             in_val[c] += 1
 
     shuffled = [i for i in ids if labels[i]]
     negatives = [i for i in ids if not labels[i]]
     # Rarest classes first; the shuffled order breaks ties (sorted() is stable).
-    labelled = sorted(shuffled, key=lambda i: min(total[c] for c in labels[i]))
+    rarest = total.__getitem__
+    labelled = sorted(shuffled, key=lambda i: min(map(rarest, classes[i])))
     neg_val = _round(len(negatives) * val_fraction)
     for i in labelled:
         if len(val) >= n_val - neg_val:
             break
-        if movable(i) and any(in_val[c] < target[c] for c in set(labels[i])):
+        if movable(i) and short(i):
             move(i)
     # Shares met but val still short of its size: any image that keeps train complete.
     for i in shuffled:

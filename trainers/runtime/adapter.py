@@ -4,10 +4,10 @@ An adapter is thin: it says what the framework can train (cheaply, without impor
 framework, so the server starts fast) and, inside a job's child process, maps a prepared
 dataset folder and a spec onto the framework's own training loop, reporting each epoch
 through :class:`JobContext`. Everything else (queue, states, persistence, checkpoints in
-the object store, metric fan-out, resume, dataset cache and conversion) is the runtime's.
+the object store, metric fan-out, resume, dataset cache and layouts) is the runtime's.
 
 Prepared dataset layouts (``JobContext.dataset_dir``, read-only, written by the runtime from
-the snapshot manifest with ``visionmesh.formats`` writers; splits are "train" and "val"):
+the snapshot manifest by :mod:`trainers.runtime.layouts`; splits are "train" and "val"):
 
 - ``"yolo"`` (detect / segment / pose): ``data.yaml`` with an absolute ``path``,
   ``train: images/train``, ``val: images/val``, ``names`` (index -> name) and ``kpt_shape``
@@ -129,6 +129,24 @@ class TrainSpec:
     pretrained: bool
     extra: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], task_type: str) -> TrainSpec:
+        """The TrainSpec of a resolved TrainingSpec in its JSON form (``json_format``'s
+        camelCase dict, as JobRecord.spec keeps it); ``task_type`` as records.task_name."""
+        return cls(
+            task_type=task_type,
+            model=str(spec.get("model", "")),
+            epochs=int(spec.get("epochs", 1)),
+            batch_size=int(spec.get("batchSize", 16)),
+            image_size=int(spec.get("imageSize", 640)),
+            learning_rate=float(spec.get("learningRate", 0.01)),
+            seed=int(spec.get("seed", 0)),
+            patience=int(spec.get("patience", 0)),
+            device=str(spec.get("device", "")),
+            pretrained=bool(spec.get("pretrained", False)),
+            extra=dict(spec.get("extra", {})),
+        )
+
 
 @dataclass
 class Prediction:
@@ -240,7 +258,8 @@ class FrameworkAdapter(abc.ABC):
 
     @abc.abstractmethod
     def dataset_format(self, task_type: str) -> str:
-        """Layout the runtime should prepare: "yolo", "imagefolder", "coco" or "dice"."""
+        """Layout the runtime should prepare: "yolo", "imagefolder" or "coco" (the module
+        docstring describes each; :mod:`trainers.runtime.layouts` writes them)."""
 
     def best_metric(self, task_type: str) -> str:
         """Normalized metric that picks best.pt (higher is better unless it ends in "loss")."""

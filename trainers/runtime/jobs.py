@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import queue
@@ -51,7 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainers.runtime import jobstore, prepare, records
+from trainers.runtime import jobstore, lifecycle, prepare, records
+from trainers.runtime import worker_protocol as protocol
 from trainers.runtime.adapter import FrameworkAdapter, TrainSpec
 from trainers.runtime.jobstore import JobRow, JobStore, LeaseLost
 from trainers.runtime.records import JobRecord
@@ -113,13 +113,13 @@ class Job:
     cancel_requested: bool = False
     stop_signal_pending: bool = False
     deadline_hit: bool = False
-    done_event: dict[str, Any] | None = None
+    done_event: protocol.DoneEvent | None = None
     error_event: str = ""
     resume: bool = False
     run_started: float = 0.0
     max_epoch_seconds: float = 0.0
-    prepared: dict[str, Any] = field(default_factory=dict)
-    # Streams of this job wait on it (shares the manager's lock; see JobManager.watch).
+    prepared: protocol.PreparedEvent | None = None
+    # Streams of this job wait on it (shares the manager's lock; see JobManager.subscribe).
     changed: threading.Condition | None = None
     # the replica that holds the job's lease (runs it), "" when none
     replica: str = ""
@@ -158,7 +158,7 @@ class JobManager:
             else env_int("VISIONMESH_TRAINER_QUEUE", 16, 0)
         )
         self.replica = replica or replica_id(address)
-        self.db = JobStore(
+        self._db = JobStore(
             database_url or f"sqlite:///{self.home / 'catalog.db'}",
             self.framework,
             self.replica,
@@ -185,9 +185,18 @@ class JobManager:
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
         """Register this replica (ReplicaRefused: a second live replica on SQLite)."""
+        with self.lock:
+            if not self._opened:
+                self._db.open()
+                self._opened = True
+
+    @property
+    def db(self) -> JobStore:
+        """The job store, this replica registered (on first use when :meth:`open` was not
+        called: a manager used without :meth:`start`)."""
         if not self._opened:
-            self.db.open()
-            self._opened = True
+            self.open()
+        return self._db
 
     def start(self) -> None:
         self.open()
@@ -221,8 +230,8 @@ class JobManager:
                 continue
             if record.framework != self.framework:
                 continue
-            if record.state in records.ACTIVE:
-                record.state = records.INTERRUPTED
+            if record.state in lifecycle.ACTIVE:  # its process is gone
+                lifecycle.transition(record, lifecycle.INTERRUPTED)
             if self.db.import_record(record):
                 imported += 1
         if imported:
@@ -262,7 +271,8 @@ class JobManager:
             thread.join(timeout=5)
         self._stopped.set()
         self._flush_all_logs()
-        self.db.close()
+        if self._opened:
+            self._db.close()
 
     # -- persistence ----------------------------------------------------------------------
     def _mirror(self, job: Job) -> None:
@@ -305,7 +315,7 @@ class JobManager:
                 events=events,
                 **options,
             )
-        except (jobstore.IllegalTransition, LeaseLost) as exc:
+        except (lifecycle.IllegalTransition, LeaseLost) as exc:
             log.warning("%s: not written: %s", job.record.name, exc)
             with contextlib.suppress(jobstore.NoSuchJob):
                 self._refresh(job, self.db.get(job.record.job_id))
@@ -325,8 +335,10 @@ class JobManager:
 
     def _set_state(self, job: Job, state: str, error: str = "", **options: Any) -> bool:
         record = job.record
-        if state not in jobstore.TRANSITIONS.get(record.state, frozenset()):
-            log.error("refused: %s: %s -> %s", record.name, record.state, state)
+        if not lifecycle.allowed(record.state, state):
+            log.error(
+                "refused: %s", lifecycle.IllegalTransition(record.job_id, record.state, state)
+            )
             return False
         ok = self._write(job, target=state, error=error, **options) is not None
         if ok:
@@ -479,6 +491,10 @@ class JobManager:
         except jobstore.QueueFull as exc:
             raise self._full(exc.waiting) from None
         self._positions = (0.0, {})
+        if created:  # the caller's record is the job's (as before the database)
+            record.__dict__.update(row.record.__dict__)
+            with self.lock:
+                self.jobs.setdefault(record.job_id, Job(record))
         job = self._cached(row)
         if created:
             self._append_log(job, f"[visionmesh] {record.name} queued on {record.snapshot}")
@@ -546,7 +562,7 @@ class JobManager:
             return
         with self.lock:
             state = job.record.state
-            if state in records.TERMINAL:
+            if state in lifecycle.TERMINAL:
                 raise JobError("FAILED_PRECONDITION", f"{job.record.name} already ended ({state})")
             if stop_early:
                 job.record.stop_reason = "stop_early"
@@ -574,24 +590,24 @@ class JobManager:
         row = self.db.get(job_id)
         self._refresh(job, row)
         state = row.state
-        if state in records.TERMINAL:
+        if state in lifecycle.TERMINAL:
             raise JobError("FAILED_PRECONDITION", f"{job.record.name} already ended ({state})")
         if row.lease_owner is None and state in jobstore.CLAIMABLE:
             has_epochs = any(True for _ in self.db.events(job_id, kinds=("epoch",))) or (
                 job.record.current_epoch > 0
             )
-            target = records.SUCCEEDED if stop_early and has_epochs else records.CANCELLED
+            target = lifecycle.SUCCEEDED if stop_early and has_epochs else lifecycle.CANCELLED
             note = ("log", ["[visionmesh] cancelled before it ran"])
             done = self._write(job, target=target, lease="free", events=[note])
             if done is not None:
-                if target == records.CANCELLED:
+                if target == lifecycle.CANCELLED:
                     self._discard_checkpoints(job)
                 job.log_dirty = True
                 self._flush_log(job)
                 self._after_end(job)
                 return
             row = self.db.get(job_id)  # a replica claimed it meanwhile: ask that one
-            if row.state in records.TERMINAL:
+            if row.state in lifecycle.TERMINAL:
                 return
         if stop_early:
             self.db.request(job_id, stop=True)
@@ -599,24 +615,24 @@ class JobManager:
             return
         self._append_log(job, "[visionmesh] cancel requested")
         self.db.request(job_id, cancel=True)
-        changed = self.watch(job)
+        changed = self._changed(job)
         deadline = time.monotonic() + CANCEL_GRACE_SECONDS + 25
         while time.monotonic() < deadline:
             row = self.db.get(job_id)
             self._refresh(job, row)
-            if row.state in records.TERMINAL:
+            if row.state in lifecycle.TERMINAL:
                 return
             with changed:
                 changed.wait(0.5)
 
     def resume(self, job: Job) -> None:
         thread = self.running.get(job.record.job_id)
-        if thread is not None and job.record.state in records.TERMINAL:
+        if thread is not None and job.record.state in lifecycle.TERMINAL:
             thread.join(timeout=30)  # the run just ended: let it finish its bookkeeping
         job_id = job.record.job_id
         self._refresh(job, self.db.get(job_id))
         record = job.record
-        if record.state not in (records.INTERRUPTED, records.FAILED):
+        if record.state not in (lifecycle.INTERRUPTED, lifecycle.FAILED):
             raise JobError(
                 "FAILED_PRECONDITION",
                 f"{record.name} is {record.state}; only INTERRUPTED or FAILED jobs resume",
@@ -642,13 +658,13 @@ class JobManager:
             row = self.db.update(
                 job_id,
                 again,
-                target=records.QUEUED,
+                target=lifecycle.QUEUED,
                 lease="free",
                 requeue=True,
                 resume=True,
                 events=[("log", ["[visionmesh] resume requested"])],
             )
-        except (jobstore.IllegalTransition, LeaseLost):
+        except (lifecycle.IllegalTransition, LeaseLost):
             self._refresh(job, self.db.get(job_id))
             return  # another replica resumed (or took) it first
         self._refresh(job, row)
@@ -746,9 +762,15 @@ class JobManager:
                 self._control(job, jobstore.Control(row.cancel_requested, row.stop_requested))
 
     # -- streams waiting for news ---------------------------------------------------------
-    def watch(self, job: Job) -> threading.Condition:
-        """The condition a stream waits on (holding :attr:`lock`) for news of ``job``: its
-        state, epochs and log lines. Streams of other jobs are not woken by them."""
+    def subscribe(self, job: Job) -> Callable[[], None]:
+        """Be woken by news of ``job`` (its state, epochs and log lines; streams of other
+        jobs are not woken by them). Returns the function that wakes its followers at once,
+        from any thread without blocking: call it when the stream's client goes away."""
+        self._changed(job)
+        return lambda: self.wake(job)
+
+    def _changed(self, job: Job) -> threading.Condition:
+        """The condition ``job``'s followers wait on (holding :attr:`lock`)."""
         with self.lock:
             if job.changed is None:
                 job.changed = threading.Condition(self.lock)
@@ -761,7 +783,7 @@ class JobManager:
         first, then live as they come, from whichever replica runs the job), then
         ``(None, state)`` when the job has ended. Stops without the last item when
         ``active()`` turns false."""
-        changed = self.watch(job)
+        changed = self._changed(job)
         job_id = job.record.job_id
         sent: set[int] = set()
         seq = 0
@@ -785,7 +807,7 @@ class JobManager:
                 yield item, state
             if pending:
                 continue
-            if state in records.TERMINAL:
+            if state in lifecycle.TERMINAL:
                 break
             if not active():
                 return
@@ -798,13 +820,13 @@ class JobManager:
     ) -> Iterator[list[str]]:
         """The job's log in chunks of up to 500 lines; with ``follow``, new lines as they
         come until the job has ended and its run is over (or ``active()`` turns false)."""
-        changed = self.watch(job)
+        changed = self._changed(job)
         job_id = job.record.job_id
         seq = 0
         first = True
         while True:
             row = self.db.get(job_id)
-            ended = row.state in records.TERMINAL and row.lease_owner is None
+            ended = row.state in lifecycle.TERMINAL and row.lease_owner is None
             batch = self.db.events(job_id, seq, kinds=("log",))
             lines = [line for e in batch for line in e.payload]
             if batch:
@@ -853,9 +875,9 @@ class JobManager:
         """A job ended (lock not held): drop what a discarded job left on local disk, give
         back its use of the dataset cache, and sweep the cache."""
         record = job.record
-        if record.state not in records.TERMINAL:
+        if record.state not in lifecycle.TERMINAL:
             return  # INTERRUPTED (draining): it resumes from here
-        cancelled = record.state == records.CANCELLED
+        cancelled = record.state == lifecycle.CANCELLED
         if cancelled:
             for folder in (
                 self.work_root / record.job_id,
@@ -963,22 +985,6 @@ class JobManager:
             )
         return job
 
-    def _train_spec(self, record: JobRecord) -> TrainSpec:
-        spec = record.spec
-        return TrainSpec(
-            task_type=record.task_type,
-            model=record.model,
-            epochs=int(spec.get("epochs", 1)),
-            batch_size=int(spec.get("batchSize", 16)),
-            image_size=int(spec.get("imageSize", 640)),
-            learning_rate=float(spec.get("learningRate", 0.01)),
-            seed=int(spec.get("seed", 0)),
-            patience=int(spec.get("patience", 0)),
-            device=str(spec.get("device", "")),
-            pretrained=bool(spec.get("pretrained", False)),
-            extra=dict(spec.get("extra", {})),
-        )
-
     def _run_job(self, job: Job) -> None:
         record = job.record
         try:
@@ -986,7 +992,7 @@ class JobManager:
         except Exception as exc:  # never let a job take the scheduler down
             log.exception("job %s failed to run", record.name)
             with self.lock:
-                self._set_state(job, records.FAILED, f"the trainer could not run the job: {exc}")
+                self._set_state(job, lifecycle.FAILED, f"the trainer could not run the job: {exc}")
         finally:
             job.log_dirty = True
             self._flush_log(job)
@@ -1007,36 +1013,36 @@ class JobManager:
         work_dir = self.work_root / record.job_id
         work_dir.mkdir(parents=True, exist_ok=True)
         spec = record.spec
-        cfg = {
-            "job_id": record.job_id,
-            "adapter": f"{type(self.adapter).__module__}:{type(self.adapter).__name__}",
-            "store_url": self.store_url,
-            "work_dir": str(work_dir.resolve()),
-            "cache_root": str(self.cache_root.resolve()),
-            "train_spec": self._train_spec(record).__dict__,
-            "task_type": record.task_type,
-            "layout": self.adapter.dataset_format(record.task_type),
-            "manifest_key": record.manifest_key,
-            "snapshot": record.snapshot,
-            "split_seed": record.split_seed,
-            "val_fraction": record.val_fraction,
-            "resume": job.resume,
-            "keep_last": int(spec.get("keepLastCheckpoints", 0)) or 2,
-            "best_metric": record.best_metric_name,
-            "pretrained_key": record.init_key
+        cfg = protocol.WorkerConfig(
+            job_id=record.job_id,
+            adapter=f"{type(self.adapter).__module__}:{type(self.adapter).__name__}",
+            store_url=self.store_url,
+            work_dir=str(work_dir.resolve()),
+            cache_root=str(self.cache_root.resolve()),
+            train_spec=TrainSpec.from_spec(spec, record.task_type),
+            task_type=record.task_type,
+            layout=self.adapter.dataset_format(record.task_type),
+            manifest_key=record.manifest_key,
+            snapshot=record.snapshot,
+            split_seed=record.split_seed,
+            val_fraction=record.val_fraction,
+            resume=job.resume,
+            keep_last=int(spec.get("keepLastCheckpoints", 0)) or 2,
+            best_metric=record.best_metric_name,
+            pretrained_key=record.init_key
             or (
                 self.adapter.pretrained_key(record.model, record.task_type)
                 if spec.get("pretrained")
                 else ""
             ),
-            "init_from": str(spec.get("initFrom", "")),
-            "job_name": record.name,
-            "spec": record.spec,
-            "stop_requested": record.stop_reason == "stop_early",
-            "parent_pid": os.getpid(),
-        }
+            init_from=str(spec.get("initFrom", "")),
+            job_name=record.name,
+            spec=record.spec,
+            stop_requested=record.stop_reason == "stop_early",
+            parent_pid=os.getpid(),
+        )
         job_file = work_dir / "job-config.json"
-        job_file.write_text(json.dumps(cfg, indent=1))
+        job_file.write_text(cfg.to_json())
         read_fd, write_fd = os.pipe()
         env = dict(os.environ)
         env["VISIONMESH_EVENTS_FD"] = str(write_fd)
@@ -1046,7 +1052,7 @@ class JobManager:
                 os.close(read_fd)
                 os.close(write_fd)
                 if job.cancel_requested:
-                    self._set_state(job, records.CANCELLED)
+                    self._set_state(job, lifecycle.CANCELLED)
                 return
             job.worker_ready = False
             job.done_event = None
@@ -1119,38 +1125,23 @@ class JobManager:
         if job.lease_lost:
             self._append_log(job, "[visionmesh] another replica took the job over")
             return
-        deadline_msg = (
-            f"stopped after max_duration_seconds={record.spec.get('maxDurationSeconds')} "
-            f"(epoch {record.current_epoch} of {record.total_epochs}; checkpoints kept)"
+        outcome = lifecycle.RunOutcome(
+            rc=rc,
+            cancel_requested=job.cancel_requested,
+            draining=self.draining,
+            done=job.done_event is not None,
+            stopped_early=job.done_event is not None and job.done_event.stopped_early,
+            error_event=job.error_event,
+            deadline_hit=job.deadline_hit,
+            max_duration_seconds=record.spec.get("maxDurationSeconds"),
+            current_epoch=record.current_epoch,
+            total_epochs=record.total_epochs,
         )
-        if job.cancel_requested:
-            self._append_log(job, "[visionmesh] cancelled; checkpoints discarded")
-            self._set_state(job, records.CANCELLED)
+        state, error, notes = lifecycle.final_state(outcome)
+        for line in notes:
+            self._append_log(job, line)
+        if self._set_state(job, state, error) and state == lifecycle.CANCELLED:
             self._discard_checkpoints(job)
-        elif self.draining:
-            self._append_log(job, "[visionmesh] trainer shutting down: job INTERRUPTED")
-            self._set_state(job, records.INTERRUPTED)
-        elif job.done_event is not None and rc == 0:
-            if job.deadline_hit:
-                self._set_state(job, records.FAILED, deadline_msg)
-            else:
-                if job.done_event.get("stopped_early"):
-                    self._append_log(job, "[visionmesh] stopped early on request")
-                record.error = ""
-                self._set_state(job, records.SUCCEEDED)
-        elif job.error_event:
-            self._set_state(job, records.FAILED, job.error_event)
-        elif job.deadline_hit:
-            self._set_state(job, records.FAILED, deadline_msg)
-        else:
-            if rc < 0:
-                name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else rc
-                why = f"the training process was killed by {name}"
-                if rc == -signal.SIGKILL:
-                    why += " (most likely out of memory)"
-            else:
-                why = f"the training process exited with code {rc}"
-            self._set_state(job, records.FAILED, why + "; see the job's log")
         self._append_log(job, f"[visionmesh] job {record.state}")
 
     # -- child output ---------------------------------------------------------------------
@@ -1167,43 +1158,42 @@ class JobManager:
         with os.fdopen(fd, "rb") as pipe:
             for raw in pipe:
                 try:
-                    event = json.loads(raw)
-                except ValueError:
+                    event = protocol.decode(raw)
+                except ValueError as exc:
+                    log.warning("ignoring a bad event from %s: %s", job.record.name, exc)
                     continue
                 try:
                     self._on_event(job, event)
                 except Exception:
                     log.exception("bad event from %s: %r", job.record.name, event)
 
-    def _on_event(self, job: Job, event: dict[str, Any]) -> None:
-        kind = event.get("event")
+    def _on_event(self, job: Job, event: protocol.Event) -> None:
         record = job.record
         send_stop = False
         with self.lock:
-            if kind == "state":
+            if isinstance(event, protocol.StateEvent):
                 first = not job.worker_ready
                 job.worker_ready = True
                 send_stop = first and job.stop_signal_pending
-                state = event["state"]
-                if state == records.RUNNING and event.get("device"):
-                    self._append_log(job, f"[visionmesh] running on {event['device']}")
-                if record.state != state and not job.cancel_requested:
-                    self._set_state(job, state)
-            elif kind == "prepared":
+                if event.state == lifecycle.RUNNING and event.device:
+                    self._append_log(job, f"[visionmesh] running on {event.device}")
+                if record.state != event.state and not job.cancel_requested:
+                    self._set_state(job, event.state)
+            elif isinstance(event, protocol.PreparedEvent):
                 job.prepared = event
-                how = "from the cache" if event.get("cached") else "built"
+                how = "from the cache" if event.cached else "built"
                 self._append_log(
                     job,
-                    f"[visionmesh] dataset ready in {float(event.get('seconds', 0)):.2f}s ({how}; "
-                    f"{event.get('downloaded_blobs', 0)} images downloaded; {event.get('counts')})",
+                    f"[visionmesh] dataset ready in {float(event.seconds):.2f}s ({how}; "
+                    f"{event.downloaded_blobs} images downloaded; {event.counts})",
                 )
-                record.class_names = list(event.get("class_names", []))
-                record.category_ids = [int(c) for c in event.get("category_ids", [])]
+                record.class_names = list(event.class_names)
+                record.category_ids = [int(c) for c in event.category_ids]
                 if not record.conversion:
-                    record.conversion = str(event.get("conversion", ""))
+                    record.conversion = str(event.conversion)
                 self._persist(job)
-            elif kind == "epoch":
-                item = event.get("record")
+            elif isinstance(event, protocol.EpochEvent):
+                item = event.record
                 fresh: list[tuple[str, Any]] = []
                 if item is not None and all(m["epoch"] != item["epoch"] for m in job.metrics):
                     fresh.append(("epoch", item))
@@ -1218,7 +1208,7 @@ class JobManager:
                 if job.metrics:
                     record.current_epoch = max(m["epoch"] for m in job.metrics)
                 by_name = {c["filename"]: c for c in record.checkpoints}
-                for ckpt in event.get("checkpoints", []):
+                for ckpt in event.checkpoints:
                     if ckpt.get("deleted"):
                         by_name.pop(ckpt["filename"], None)
                     else:
@@ -1231,9 +1221,9 @@ class JobManager:
                 self._persist(job, events=fresh)
                 self.cond.notify_all()
                 self._news(job)
-            elif kind == "done":
+            elif isinstance(event, protocol.DoneEvent):
                 job.done_event = event
-            elif kind == "error":
-                job.error_event = str(event.get("message", "training failed"))
+            elif isinstance(event, protocol.ErrorEvent):
+                job.error_event = str(event.message)
         if send_stop:
             self._request_stop(job)

@@ -86,54 +86,20 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 
-from trainers.runtime import records
+from trainers.runtime.lifecycle import (  # noqa: F401  (IllegalTransition: for callers)
+    ACTIVE,
+    INTERRUPTED,
+    QUEUED,
+    TERMINAL,
+    IllegalTransition,
+    sources_of,
+    transition,
+)
 from trainers.runtime.records import JobRecord
 
 log = logging.getLogger("visionmesh.trainer.jobstore")
 
-QUEUED, PREPARING, RUNNING = records.QUEUED, records.PREPARING, records.RUNNING
-SUCCEEDED, FAILED, CANCELLED = records.SUCCEEDED, records.FAILED, records.CANCELLED
-INTERRUPTED = records.INTERRUPTED
-ACTIVE, TERMINAL = records.ACTIVE, records.TERMINAL
 CLAIMABLE = (QUEUED, INTERRUPTED)
-
-# Placeholder for trainers.runtime.lifecycle (arch-lifecycle), same table; swapped for the
-# shared module once it lands.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    QUEUED: frozenset({PREPARING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED}),
-    PREPARING: frozenset({RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED}),
-    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED, INTERRUPTED}),
-    INTERRUPTED: frozenset({QUEUED, PREPARING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED}),
-    FAILED: frozenset({QUEUED}),
-    SUCCEEDED: frozenset(),
-    CANCELLED: frozenset(),
-}
-
-
-def sources_of(target: str) -> frozenset[str]:
-    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
-
-
-class IllegalTransition(Exception):
-    def __init__(self, job: str, source: str, target: str) -> None:
-        super().__init__(f"{job}: {source} -> {target} is not an allowed transition")
-        self.source = source
-        self.target = target
-
-
-def transition(record: JobRecord, target: str, *, error: str = "", now: float | None = None):
-    if target not in TRANSITIONS.get(record.state, frozenset()):
-        raise IllegalTransition(record.job_id, record.state, target)
-    now = time.time() if now is None else now
-    record.state = target
-    if error:
-        record.error = error
-    elif target == SUCCEEDED:
-        record.error = ""
-    if target in ACTIVE and not record.start_time:
-        record.start_time = now
-    if target in TERMINAL:
-        record.end_time = now
 
 
 DEFAULT_LEASE_SECONDS = 30.0

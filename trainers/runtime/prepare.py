@@ -199,9 +199,9 @@ def prepare_dataset(
         (cache_root / "prepared").mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache_root / "prepared", prefix=f".{key}."))
         try:
-            from trainers.runtime import convert
+            from trainers.runtime.layouts import write_layout
 
-            info = convert.write_layout(
+            info = write_layout(
                 manifest,
                 task_type=task_type,
                 layout=layout,

@@ -18,15 +18,20 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+# The job states live in trainers.runtime.lifecycle; re-exported here for callers.
+from trainers.runtime.lifecycle import (  # noqa: F401
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    INTERRUPTED,
+    PREPARING,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+)
 from visionmesh.v1 import common_pb2, trainer_pb2
 
-QUEUED = "QUEUED"
-PREPARING = "PREPARING"
-RUNNING = "RUNNING"
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
-INTERRUPTED = "INTERRUPTED"
 # trainers/{framework}/jobs/{job_id}
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 JOB_NAME_RE = re.compile(r"^trainers/([a-z0-9_-]{1,32})/jobs/([A-Za-z0-9_-]{1,64})$")
@@ -43,8 +48,6 @@ EVALUATION_NAME_RE = re.compile(
 WEIGHTS_NAME_RE = re.compile(r"^trainers/([a-z0-9_-]{1,32})/weights/([A-Za-z0-9_.-]{1,128})$")
 # ModelFormat enum suffix -> (resource segment, file extension)
 EXPORT_FORMATS = {"onnx": "onnx", "torchscript": "torchscript"}
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-ACTIVE = frozenset({PREPARING, RUNNING})
 
 
 def run_key(job_id: str, name: str) -> str:

@@ -33,7 +33,7 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from trainers.runtime import records
+from trainers.runtime import lifecycle, records
 from trainers.runtime.adapter import FrameworkAdapter, SpecError, TrainSpec
 from trainers.runtime.jobs import Job, JobError, JobManager
 from trainers.runtime.jobstore import ReplicaRefused
@@ -423,7 +423,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 raise JobError("INVALID_ARGUMENT", f"{field}: {message}", field)
         try:
             self.adapter.check_extra_values(dict(out.extra))
-            self.adapter.check_spec(self.train_spec(out))
+            self.adapter.check_spec(
+                TrainSpec.from_spec(json_format.MessageToDict(out), task_name(out.task_type))
+            )
         except SpecError as exc:
             raise JobError("INVALID_ARGUMENT", exc.message, exc.field) from None
         return out
@@ -449,22 +451,6 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 f"cuda:0..cuda:{self.gpus - 1}",
                 "spec.device",
             )
-
-    @staticmethod
-    def train_spec(spec: trainer_pb2.TrainingSpec) -> TrainSpec:
-        return TrainSpec(
-            task_type=task_name(spec.task_type),
-            model=spec.model,
-            epochs=spec.epochs,
-            batch_size=spec.batch_size,
-            image_size=spec.image_size,
-            learning_rate=spec.learning_rate,
-            seed=spec.seed,
-            patience=spec.patience,
-            device=spec.device,
-            pretrained=spec.pretrained,
-            extra=dict(spec.extra),
-        )
 
     # -- RPCs -----------------------------------------------------------------------------
     @handle_errors
@@ -629,9 +615,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
     def _subscribe(manager: JobManager, job: Job, context: grpc.ServicerContext) -> None:
         """Follow ``job``; the client going away wakes the stream, so an idle stream sleeps
         without polling and ends as soon as its client leaves."""
-        manager.watch(job)
-        if not context.add_callback(lambda: manager.wake(job)):
-            manager.wake(job)
+        wake = manager.subscribe(job)
+        if not context.add_callback(wake):
+            wake()
 
     @handle_stream_errors
     def StreamMetrics(self, request, context):
@@ -673,7 +659,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         record = job.record
         key = records.checkpoint_key(record.job_id, f"{which}.pt")
         local = manager.cache_root / "predict" / record.job_id / f"{which}.pt"
-        fresh = record.state in records.TERMINAL and local.is_file()
+        fresh = record.state in lifecycle.TERMINAL and local.is_file()
         if not fresh:
             try:
                 manager.store.download(key, local)

@@ -1,12 +1,8 @@
 """One job's child process: ``python -m trainers.runtime.worker JOB_FILE``.
 
-The trainer server starts it in its own process group with a JSON job file and a pipe
-(``VISIONMESH_EVENTS_FD``) on which the worker writes one JSON event per line:
-
-``{"event": "state", "state": "PREPARING" | "RUNNING"}``
-``{"event": "prepared", ...PreparedDataset fields}``
-``{"event": "epoch", "record": {...} | null, "checkpoints": [...]}``
-``{"event": "done", "stopped_early": bool}`` / ``{"event": "error", "message": "..."}``
+The trainer server starts it in its own process group with a job file (a WorkerConfig) and
+a pipe (``VISIONMESH_EVENTS_FD``) on which the worker writes its events, one JSON line each
+(:mod:`trainers.runtime.worker_protocol`).
 
 The worker itself writes what must survive a crash of either process, in this order per
 epoch: the epoch's line in ``runs/<job>/metrics.jsonl`` (epochs already there are never
@@ -21,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
-import json
 import os
 import signal
 import sys
@@ -29,13 +24,25 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from trainers.runtime import evaluation, records
-from trainers.runtime.adapter import FrameworkAdapter, TrainSpec
+from trainers.runtime.adapter import FrameworkAdapter
+from trainers.runtime.lifecycle import PREPARING, RUNNING
 from trainers.runtime.mlflow_log import Tracker
 from trainers.runtime.prepare import prepare_dataset
+from trainers.runtime.worker_protocol import (
+    DoneEvent,
+    EpochEvent,
+    ErrorEvent,
+    Event,
+    PreparedEvent,
+    StateEvent,
+    WorkerConfig,
+    encode,
+)
 from visionmesh.store import KeyNotFound, ObjectStore, open_store
 
 PR_SET_PDEATHSIG = 1
@@ -66,13 +73,13 @@ def load_adapter(path: str) -> FrameworkAdapter:
 
 class Events:
     def __init__(self, fd: int | None) -> None:
-        self._file = os.fdopen(fd, "w", buffering=1) if fd is not None else None
+        self._file = os.fdopen(fd, "wb") if fd is not None else None
         self._lock = threading.Lock()
 
-    def send(self, event: str, **payload: Any) -> None:
+    def send(self, event: Event) -> None:
         if self._file is None:
             return
-        line = json.dumps({"event": event, **payload}) + "\n"
+        line = encode(event)
         with self._lock:
             try:
                 self._file.write(line)
@@ -105,26 +112,26 @@ class RuntimeJob:
 
     def __init__(
         self,
-        cfg: dict[str, Any],
+        cfg: WorkerConfig,
         store: ObjectStore,
         events: Events,
         adapter: FrameworkAdapter,
     ) -> None:
         self.cfg = cfg
-        self.job_id = cfg["job_id"]
+        self.job_id = cfg.job_id
         self.store = store
         self.events = events
         self.adapter = adapter
-        self.spec = TrainSpec(**cfg["train_spec"])
-        self.work_dir = Path(cfg["work_dir"])
+        self.spec = cfg.train_spec
+        self.work_dir = Path(cfg.work_dir)
         self.dataset_dir = Path()
         self.class_names: list[str] = []
         self.category_ids: list[int] = []
         self.images_per_epoch = 0
         self.resume_from: Path | None = None
         self.pretrained_weights: Path | None = None
-        self.best_metric = cfg["best_metric"]
-        self.keep_last = max(int(cfg.get("keep_last", 2)), 0)
+        self.best_metric = cfg.best_metric
+        self.keep_last = max(int(cfg.keep_last), 0)
         self.stop_requested = threading.Event()
         self.records: list[dict[str, Any]] = []
         self._last_time = time.time()
@@ -187,7 +194,7 @@ class RuntimeJob:
             self.log(f"epoch {epoch} was already recorded before the interruption; not re-counted")
         # checkpoints before the event: an epoch anyone has seen can always be resumed from
         checkpoints = self._store_checkpoints(epoch, checkpoint, bool(is_best))
-        self.events.send("epoch", record=record, checkpoints=checkpoints)
+        self.events.send(EpochEvent(record=record, checkpoints=checkpoints))
         return self.should_stop()
 
     def replace_checkpoint(self, filename: str, path: Path) -> None:
@@ -202,7 +209,7 @@ class RuntimeJob:
         item = {"filename": filename, "key": key, "size_bytes": size, "time": time.time()}
         if epoch:
             item["epoch"] = epoch
-        self.events.send("epoch", record=None, checkpoints=[item])
+        self.events.send(EpochEvent(record=None, checkpoints=[item]))
         self.log(f"[visionmesh] {filename} replaced by the framework's final form ({size} bytes)")
 
     # -- internals ------------------------------------------------------------------------
@@ -252,39 +259,40 @@ class RuntimeJob:
         return out
 
 
-def run(cfg: dict[str, Any], events: Events) -> int:
-    adapter = load_adapter(cfg["adapter"])
-    store = open_store(cfg["store_url"])
+def run(cfg: WorkerConfig, events: Events) -> int:
+    adapter = load_adapter(cfg.adapter)
+    store = open_store(cfg.store_url)
     job = RuntimeJob(cfg, store, events, adapter)
     signal.signal(signal.SIGUSR1, lambda *_: job.stop_requested.set())
-    if cfg.get("stop_requested"):
+    if cfg.stop_requested:
         job.stop_requested.set()
     job.work_dir.mkdir(parents=True, exist_ok=True)
 
-    events.send("state", state=records.PREPARING)
+    events.send(StateEvent(PREPARING))
     prepared = prepare_dataset(
         store,
-        manifest_key=cfg["manifest_key"],
-        snapshot=cfg["snapshot"],
-        task_type=cfg["task_type"],
-        layout=cfg["layout"],
-        split_seed=int(cfg["split_seed"]),
-        val_fraction=float(cfg["val_fraction"]),
-        cache_root=Path(cfg["cache_root"]),
+        manifest_key=cfg.manifest_key,
+        snapshot=cfg.snapshot,
+        task_type=cfg.task_type,
+        layout=cfg.layout,
+        split_seed=int(cfg.split_seed),
+        val_fraction=float(cfg.val_fraction),
+        cache_root=Path(cfg.cache_root),
         log=job.log,
         user=f"{adapter.framework}-{job.job_id}",
     )
     events.send(
-        "prepared",
-        path=str(prepared.path),
-        class_names=prepared.class_names,
-        category_ids=prepared.category_ids,
-        counts=prepared.counts,
-        conversion=prepared.conversion,
-        split_generated=prepared.split_generated,
-        cached=prepared.cached,
-        downloaded_blobs=prepared.downloaded_blobs,
-        seconds=prepared.seconds,
+        PreparedEvent(
+            path=str(prepared.path),
+            class_names=prepared.class_names,
+            category_ids=prepared.category_ids,
+            counts=prepared.counts,
+            conversion=prepared.conversion,
+            split_generated=prepared.split_generated,
+            cached=prepared.cached,
+            downloaded_blobs=prepared.downloaded_blobs,
+            seconds=prepared.seconds,
+        )
     )
     for warning in prepared.warnings:
         job.log(f"[visionmesh] dataset: {warning}")
@@ -298,10 +306,10 @@ def run(cfg: dict[str, Any], events: Events) -> int:
             store.get_bytes(records.run_key(job.job_id, "metrics.jsonl"))
         )
     last_key = records.checkpoint_key(job.job_id, "last.pt")
-    if cfg.get("resume") and job.records and store.exists(last_key):
+    if cfg.resume and job.records and store.exists(last_key):
         if max(r["epoch"] for r in job.records) >= job.spec.epochs:
             job.log("every epoch is already recorded: nothing left to train")
-            events.send("done", stopped_early=False)
+            events.send(DoneEvent(stopped_early=False))
             return 0
         target = job.work_dir / "resume" / "last.pt"
         store.download(last_key, target)
@@ -310,8 +318,8 @@ def run(cfg: dict[str, Any], events: Events) -> int:
         # A fresh start over a job that has history (no checkpoint survived): start over.
         job.records = []
         store.put_bytes(records.run_key(job.job_id, "metrics.jsonl"), b"")
-    if job.resume_from is None and cfg.get("pretrained_key"):
-        key = cfg["pretrained_key"]
+    if job.resume_from is None and cfg.pretrained_key:
+        key = cfg.pretrained_key
         target = job.work_dir / "pretrained" / Path(key).name
         try:
             store.download(key, target)
@@ -321,17 +329,17 @@ def run(cfg: dict[str, Any], events: Events) -> int:
                 "train without pretrained"
             ) from None
         job.pretrained_weights = target.resolve()
-        if cfg.get("init_from"):
-            _log_init(job, store, cfg["init_from"], key)
+        if cfg.init_from:
+            _log_init(job, store, cfg.init_from, key)
 
     job.spec.device = resolve_device(job.spec.device)
     job.log(f"device {job.spec.device}")
-    events.send("state", state=records.RUNNING, device=job.spec.device)
+    events.send(StateEvent(RUNNING, device=job.spec.device))
     job._last_time = time.time()
     job.tracker.start(
-        job_name=cfg.get("job_name", job.job_id),
+        job_name=cfg.job_name or job.job_id,
         framework=adapter.framework,
-        spec=cfg.get("spec") or dict(cfg["train_spec"]),
+        spec=cfg.spec or asdict(cfg.train_spec),
     )
     try:
         adapter.train(job)
@@ -340,7 +348,7 @@ def run(cfg: dict[str, Any], events: Events) -> int:
         raise
     artifacts: list[tuple[Path, str]] = []
     try:
-        result = evaluation.run(job, adapter, store, job_name=cfg.get("job_name", job.job_id))
+        result = evaluation.run(job, adapter, store, job_name=cfg.job_name or job.job_id)
         if result is not None:
             folder = job.work_dir / "evaluation"
             artifacts = [(folder / "best.pt", "checkpoints")]
@@ -349,7 +357,7 @@ def run(cfg: dict[str, Any], events: Events) -> int:
         traceback.print_exc()
         job.log(f"[visionmesh] evaluation failed: {type(exc).__name__}: {exc}")
     job.tracker.finish("SUCCEEDED", artifacts)
-    events.send("done", stopped_early=job.stop_requested.is_set())
+    events.send(DoneEvent(stopped_early=job.stop_requested.is_set()))
     return 0
 
 
@@ -377,8 +385,8 @@ def _log_init(job: RuntimeJob, store: ObjectStore, init_from: str, key: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    cfg = json.loads(Path(argv[0]).read_text())
-    die_with_parent(int(cfg.get("parent_pid", 0)))
+    cfg = WorkerConfig.from_json(Path(argv[0]).read_text())
+    die_with_parent(cfg.parent_pid)
     fd = os.environ.get("VISIONMESH_EVENTS_FD")
     events = Events(int(fd) if fd else None)
     try:
@@ -388,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).strip() or type(exc).__name__
         if isinstance(exc, MemoryError):
             message = "out of memory"
-        events.send("error", message=f"{type(exc).__name__}: {message}"[:2000])
+        events.send(ErrorEvent(message=f"{type(exc).__name__}: {message}"[:2000]))
         return 1
 
 

@@ -1,4 +1,9 @@
-"""What every client command shares: options, the mesh, output, errors and exit codes."""
+"""What every client command shares: options, the mesh, output, errors and exit codes.
+
+grpc, protobuf and the client are imported where they are used, not here: the offline
+commands (``vmesh convert``, ``validate``, ``shapes``) import this module too and never
+touch the network.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
-from google.protobuf import json_format
+if TYPE_CHECKING:
+    import grpc
 
-from visionmesh.client import ClientError, Mesh
+    from visionmesh.client import ClientError, Mesh
 
 # Exit codes (also in `vmesh --help`).
 OK = 0
@@ -41,11 +46,12 @@ environment:
   XDG_CONFIG_HOME          where the token is stored (visionmesh/token.json, mode 0600)
 """
 
+# grpc.StatusCode names -> exit codes.
 _CODE_EXIT = {
-    grpc.StatusCode.UNAUTHENTICATED: NOT_SIGNED_IN,
-    grpc.StatusCode.NOT_FOUND: NOT_FOUND,
-    grpc.StatusCode.UNAVAILABLE: UNREACHABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UNREACHABLE,
+    "UNAUTHENTICATED": NOT_SIGNED_IN,
+    "NOT_FOUND": NOT_FOUND,
+    "UNAVAILABLE": UNREACHABLE,
+    "DEADLINE_EXCEEDED": UNREACHABLE,
 }
 
 
@@ -85,6 +91,8 @@ def wants_json(args: argparse.Namespace) -> bool:
 
 
 def open_mesh(args: argparse.Namespace, *, signed_in: bool = True) -> Mesh:
+    from visionmesh.client import Mesh
+
     try:
         mesh = Mesh.from_env(
             dataset_addr=getattr(args, "dataset_addr", None),
@@ -101,6 +109,8 @@ def open_mesh(args: argparse.Namespace, *, signed_in: bool = True) -> Mesh:
 
 
 def to_dict(message: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
@@ -222,11 +232,11 @@ def _details(err: grpc.RpcError) -> list[str]:
 
 def rpc_failure(err: grpc.RpcError, args: argparse.Namespace | None = None) -> int:
     code = err.code()
-    exit_code = _CODE_EXIT.get(code, REFUSED)
+    exit_code = _CODE_EXIT.get(code.name, REFUSED)
     message = err.details() or code.name
-    if code == grpc.StatusCode.UNAUTHENTICATED:
+    if code.name == "UNAUTHENTICATED":
         message += "\n  run `vmesh login` (or set VISIONMESH_TOKEN)"
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code.name == "UNAVAILABLE":
         message = f"server unreachable: {message}\n  start the mesh with `make run`, or check the addresses (vmesh --help)"
     fields = _details(err)
     if args is not None and wants_json(args):
@@ -238,7 +248,7 @@ def rpc_failure(err: grpc.RpcError, args: argparse.Namespace | None = None) -> i
 
 
 def client_failure(err: ClientError, args: argparse.Namespace | None = None) -> int:
-    exit_code = _CODE_EXIT.get(err.code, REFUSED)
+    exit_code = _CODE_EXIT.get(err.code.name, REFUSED)
     if args is not None and wants_json(args):
         print_json({"error": {"code": err.code.name, "message": err.message}})
     print(f"error: {err.message}", file=sys.stderr)
@@ -254,10 +264,14 @@ def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse
             print_json({"error": {"message": err.message, "exit_code": err.exit_code}})
         print(f"error: {err.message}", file=sys.stderr)
         return err.exit_code
-    except ClientError as err:
-        return client_failure(err, args)
-    except grpc.RpcError as err:
-        return rpc_failure(err, args)
+    except Exception as err:
+        # A client or gRPC error can only come from a command that imported them.
+        client, grpc_module = sys.modules.get("visionmesh.client"), sys.modules.get("grpc")
+        if client is not None and isinstance(err, client.ClientError):
+            return client_failure(err, args)
+        if grpc_module is not None and isinstance(err, grpc_module.RpcError):
+            return rpc_failure(err, args)
+        raise
 
 
 # -- tasks -----------------------------------------------------------------------------------

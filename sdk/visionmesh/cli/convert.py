@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .. import compat, formats, shapes
+from .. import compat, formats
 from ..formats import Problem
 from ..formats.images import PLACE_MODES
 from ..formats.reader import gc_paused
@@ -313,6 +313,8 @@ def _print_report(report: compat.CompatibilityReport) -> None:
 
 
 def run_shapes(args: argparse.Namespace) -> int:
+    from .. import shapes  # drawing needs Pillow, which convert and validate do without
+
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()):
         return _fail(f"{out} is not empty")

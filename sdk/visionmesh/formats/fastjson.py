@@ -4,7 +4,7 @@ A COCO file is mostly ``"segmentation": [[x1, y1, x2, y2, ...]]`` number lists. 
 millions of Python floats out of them is what makes ``json.load`` slow and large. Here
 each number-only segmentation block is cut out of the text, replaced by a marker integer,
 and the blocks are parsed by a vectorized decimal parser into float64 buffers, a chunk
-at a time on a few threads; the rest of the document goes through orjson (see
+at a time; the rest of the document goes through orjson (see
 :func:`json_loads`). Readers then swap each marker for its polygons: 1-D float64 views
 of those buffers (:class:`PolygonTable`).
 
@@ -16,11 +16,8 @@ result means what ``json.loads`` would have produced (but for integers beyond 64
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -34,7 +31,6 @@ _VALUE = re.compile(rb"\s*:\s*\[\s*\[")
 _JSON_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 _CHUNK = 1_000_000  # bytes of number text parsed at once (keeps arrays in reused heap memory)
 _MIN_BLOCKS = 64  # below this many blocks plain json is as fast
-_THREADS = min(4, os.cpu_count() or 1)
 
 _U64 = np.uint64
 _ONES = _U64(0x0101010101010101)
@@ -134,16 +130,11 @@ def loads(data: bytes) -> tuple[Any, PolygonTable | None]:
     spans = _find_blocks(data)
     if len(spans) < _MIN_BLOCKS:
         return json_loads(data), None
-    with ThreadPoolExecutor(1, thread_name_prefix="fastjson") as side:
-        parsing = side.submit(_parse_blocks, data, spans)
-        # The rest of the text meanwhile, as if every block is cut (nearly always so).
-        doc = _loads_or_none(_skeleton(data, spans))
-        parsed = parsing.result()
+    parsed = _parse_blocks(data, spans)
     if parsed is None:
         return json_loads(data), None
     buffers, sizes, block_polys, kept = parsed
-    if len(kept) != len(spans):  # some blocks were left to the JSON parser: cut again
-        doc = _loads_or_none(_skeleton(data, kept))
+    doc = _loads_or_none(_skeleton(data, kept))
     if doc is None:
         return _json_module_loads(data), None  # raises the error json reports on the real text
     return doc, PolygonTable(buffers, sizes, block_polys)
@@ -158,8 +149,9 @@ def _loads_or_none(text: bytes) -> Any:
 
 def _find_blocks(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of each ``[[...]]`` value of a "segmentation" key."""
-    spans = []
-    find, match = data.find, _VALUE.match
+    spans: list[tuple[int, int]] = []
+    append = spans.append
+    find, match, at = data.find, _VALUE.match, data.startswith
     pos = 0
     while True:
         i = find(_KEY, pos)
@@ -168,22 +160,29 @@ def _find_blocks(data: bytes) -> list[tuple[int, int]]:
         pos = i + len(_KEY)
         if data[i - 1] == 92:  # a backslash: the key is inside a string
             continue
-        m = match(data, pos)
-        if m is None:
-            continue
-        start = m.end() - 2
+        if at(b": [[", pos):  # the usual spacing, without the regular expression
+            start = pos + 2
+        elif at(b":[[", pos):
+            start = pos + 1
+        else:
+            m = match(data, pos)
+            if m is None:
+                continue
+            start = m.end() - 2
         end = find(b"]]", start)
         if end < 0:
             return spans
         pos = end + 2
-        spans.append((start, pos))
+        append((start, pos))
 
 
 def _parse_blocks(
     data: bytes, spans: list[tuple[int, int]]
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[tuple[int, int]]] | None:
-    """Parse the blocks a few hundred kilobytes at a time, on a few threads (numpy lets
-    go of the GIL while it works, so the chunks really are parsed side by side).
+    """Parse the blocks about a megabyte at a time, in this thread: the parser is a few
+    dozen numpy operations per chunk, and parsing on worker threads beside the JSON parser
+    made each side wait for the interpreter lock (more CPU time, and more wall time too,
+    on a machine with few or busy cores).
 
     Each group of blocks becomes ``x, y, ...]x, y, ...|`` ("]" ends a polygon, "|" a
     block; one space may follow a comma, as ``json.dumps`` writes by default). Blocks
@@ -193,16 +192,13 @@ def _parse_blocks(
     buffers: list[np.ndarray] = []
     terminators: list[np.ndarray] = []  # per number: 0 inside, 1 polygon end, 2 block end
     kept: list[tuple[int, int]] = []
-    in_flight: deque[tuple[Future, list[tuple[int, int]]]] = deque()
-    with ThreadPoolExecutor(_THREADS) as pool:
-        for chunk, group in _chunks(data, spans):
-            in_flight.append((pool.submit(_parse_chunk, chunk), group))
-            if len(in_flight) > 2 * _THREADS:  # bounds the text held at once
-                if not _collect(in_flight.popleft(), buffers, terminators, kept):
-                    return None
-        while in_flight:
-            if not _collect(in_flight.popleft(), buffers, terminators, kept):
-                return None
+    for chunk, group in _chunks(data, spans):
+        parsed = _parse_chunk(chunk)
+        if parsed is None:
+            return None
+        buffers.append(parsed[0])
+        terminators.append(parsed[1])
+        kept.extend(group)
     if len(kept) < _MIN_BLOCKS:
         return None
     terms = np.concatenate(terminators)
@@ -239,22 +235,6 @@ def _chunks(
             chunk = b"|".join([parts[j] for j in good]) + b"|"
         yield chunk, group
     view.release()
-
-
-def _collect(
-    item: tuple[Future, list[tuple[int, int]]],
-    buffers: list[np.ndarray],
-    terminators: list[np.ndarray],
-    kept: list[tuple[int, int]],
-) -> bool:
-    future, group = item
-    parsed = future.result()
-    if parsed is None:
-        return False
-    buffers.append(parsed[0])
-    terminators.append(parsed[1])
-    kept.extend(group)
-    return True
 
 
 def _skeleton(data: bytes, spans: list[tuple[int, int]]) -> bytes:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image as PILImage
-from PIL import ImageDraw
 
 from .model import Annotation
 
@@ -118,6 +116,9 @@ def rasterize(
     Shapes are drawn largest first so that small objects lying on larger ones stay visible;
     0 is background.
     """
+    from PIL import Image as PILImage  # here: only masks need Pillow
+    from PIL import ImageDraw
+
     canvas = PILImage.new("L", (int(width), int(height)), 0)
     draw = ImageDraw.Draw(canvas)
     ordered = sorted(shapes, key=lambda s: -sum(polygon_area(p) for p in s[1] if len(p) >= 6))

@@ -8,8 +8,6 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image as PILImage
-
 # EXIF orientations that swap width and height (rotated by 90 or 270 degrees).
 _TRANSPOSED = {5, 6, 7, 8}
 _ORIENTATION_TAG = 0x0112
@@ -19,6 +17,8 @@ PLACE_MODES = ("link", "copy", "symlink", "none")
 
 def read_size(fp: BinaryIO | str | Path) -> tuple[int, int]:
     """(width, height) as displayed, reading only the header. Raises on an unreadable image."""
+    from PIL import Image as PILImage  # here: reading labels alone never needs Pillow
+
     with PILImage.open(fp) as im:
         width, height = im.size
         try:

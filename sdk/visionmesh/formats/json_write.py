@@ -9,8 +9,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from PIL import Image as PILImage
-
 from .. import __version__
 from .coco import to_coco_dict, to_dice_dict
 from .geometry import rasterize
@@ -129,6 +127,8 @@ def write_masks(dataset: Dataset, out: Path) -> list[str]:
     values = {m["category_id"]: m["value"] for m in mask_classes(dataset)[1:]}
     if len(values) > 255:
         raise ValueError(f"{len(values)} classes do not fit 8-bit masks")
+    from PIL import Image as PILImage  # here: only masks need Pillow
+
     by_image = dataset.annotations_by_image()
     files = []
     for im in dataset.images:

@@ -1,10 +1,16 @@
-"""Snapshot manifest (DICE standard) -> the prepared layout an adapter asked for.
+"""Write the training layout a framework reads, from a snapshot manifest (DICE standard).
 
-Built on the shared libraries, so a trainer converts exactly as CheckCompatibility predicts:
-``visionmesh.formats.read.from_dice_dict`` parses the manifest, ``visionmesh.compat.prepare``
-converts the annotations for the task (DESIGN.md section 7) and splits images without a split
-with the job's seed, and the ``visionmesh.formats`` writers lay it out. The layouts are the
-ones :mod:`trainers.runtime.adapter` documents ("yolo", "imagefolder", "coco"/"dice").
+Built on the shared libraries, so a trainer prepares a snapshot exactly as CheckCompatibility
+predicts: ``visionmesh.formats.read.from_dice_dict`` parses the manifest,
+``visionmesh.compat.prepare`` converts the annotations for the task (DESIGN.md section 7) and
+splits images without a split with the job's seed, and the ``visionmesh.formats`` writers lay
+it out. The layouts are the ones ``TrainerAdapter.dataset_format`` names:
+
+- "yolo": ultralytics' ``data.yaml`` with ``images/`` and ``labels/`` per split (class
+  folders for classification);
+- "imagefolder": ``<split>/<class>/<image>`` class folders;
+- "coco": plain COCO ``annotations_<split>.json`` per split, images under ``images/``.
+
 Images are hard-linked from the local blob cache (copied when linking is impossible).
 """
 
@@ -22,8 +28,8 @@ import yaml
 from trainers.runtime.adapter import IMAGE_CLASSIFICATION
 
 
-class ConversionError(ValueError):
-    """The manifest cannot be converted for the task (the message says why)."""
+class LayoutError(ValueError):
+    """The manifest cannot be laid out for the task (the message says why)."""
 
 
 def _place(src: Path, dest: Path) -> None:
@@ -82,14 +88,14 @@ def write_layout(
 
     read = from_dice_dict(json.loads(manifest))
     if read.errors:
-        raise ConversionError(f"the snapshot manifest is invalid: {_problems(read.errors)}")
+        raise LayoutError(f"the snapshot manifest is invalid: {_problems(read.errors)}")
     held_out = hold_out_val(read.dataset)
     dataset, report = compat.prepare(
         read.dataset, task_type, split_seed=split_seed, val_fraction=val_fraction or 0.2
     )
     if dataset is None:
         reasons = "; ".join(report.errors) or "no usable annotations"
-        raise ConversionError(f"this snapshot cannot train {task_type}: {reasons}")
+        raise LayoutError(f"this snapshot cannot train {task_type}: {reasons}")
     sha = {im.path: im.sha256 for im in dataset.images}
     # YOLO class index = rank of the category id, background left out (yolo_write's rule)
     categories = sorted((c for c in dataset.categories if not c.is_background), key=lambda c: c.id)
@@ -100,7 +106,7 @@ def write_layout(
 
     if layout in ("yolo", "imagefolder"):
         if layout == "imagefolder" and task_type != IMAGE_CLASSIFICATION:
-            raise ConversionError(f"the imagefolder layout holds classification, not {task_type}")
+            raise LayoutError(f"the imagefolder layout holds classification, not {task_type}")
         result = write(
             dataset,
             layout,
@@ -112,10 +118,10 @@ def write_layout(
         )
         errors = [p for p in result.problems if p.severity == "error"]
         if errors:
-            raise ConversionError(f"could not write the {layout} layout: {_problems(errors)}")
+            raise LayoutError(f"could not write the {layout} layout: {_problems(errors)}")
         for src, dest in result.images:
             if not sha.get(src):
-                raise ConversionError(f"image {src} has no sha256 in the snapshot manifest")
+                raise LayoutError(f"image {src} has no sha256 in the snapshot manifest")
             _place(image_file(sha[src]), out_dir / dest)
             split = dest.split("/")[1] if layout == "yolo" else dest.split("/")[0]
             counts[split] = counts.get(split, 0) + 1
@@ -135,7 +141,7 @@ def write_layout(
             )
             names = [c.name for c in order]
             ids = [c.id for c in order]
-    elif layout in ("coco", "dice"):
+    elif layout == "coco":
         for split in ("train", "val", "test"):
             members = [im for im in dataset.images if im.split == split]
             if not members:
@@ -146,9 +152,9 @@ def write_layout(
                 _place(image_file(sha[im.path]), out_dir / "images" / im.path)
             counts[split] = len(members)
     else:
-        raise ConversionError(f"unknown dataset layout {layout!r}")
+        raise LayoutError(f"unknown dataset layout {layout!r}")
     if not counts.get("train") or not counts.get("val"):
-        raise ConversionError(
+        raise LayoutError(
             f"training needs images in both train and val; this split gives {counts or 'none'}"
         )
     warnings = list(report.warnings)

@@ -1,4 +1,4 @@
-"""The runtime's conversion of a snapshot for a job: given splits kept, and a snapshot with
+"""The training layout the runtime writes from a snapshot for a job: given splits kept, and a
 train images but no val gets a seeded val split for the job (its own splits unchanged)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from trainers.runtime.convert import write_layout
+from trainers.runtime.layouts import LayoutError, write_layout
 from visionmesh import shapes
 
 
@@ -70,3 +70,20 @@ def test_train_only_snapshot_holds_out_val_for_the_job(tmp_path, shapes_source, 
     again = layout(tmp_path, train_only, files, layout_name, seed=0)
     assert again["counts"] == counts
     assert all(im["split"] == "train" for im in train_only["images"])
+
+
+def test_coco_layout_writes_plain_coco_per_split_and_other_names_are_refused(
+    tmp_path, shapes_source
+):
+    document, files = shapes_source
+    info = layout(tmp_path, document, files, "coco")
+    (out,) = tmp_path.glob("out-coco-*")
+    for split, count in info["counts"].items():
+        written = json.loads((out / f"annotations_{split}.json").read_text())
+        assert len(written["images"]) == count
+        assert all("split" not in im for im in written["images"])  # COCO, not DICE
+        assert all((out / "images" / im["file_name"]).is_file() for im in written["images"])
+    assert not (out / "meta.json").exists()
+    # "dice" is a format of the SDK's writers (DICE + meta.json), not a training layout
+    with pytest.raises(LayoutError, match="unknown dataset layout 'dice'"):
+        layout(tmp_path, document, files, "dice")
