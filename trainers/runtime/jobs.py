@@ -340,6 +340,7 @@ class JobManager:
                 "refused: %s", lifecycle.IllegalTransition(record.job_id, record.state, state)
             )
             return False
+        self._send_logs(job)  # what was logged before the change comes before it
         ok = self._write(job, target=state, error=error, **options) is not None
         if ok:
             self._mirror(job)
@@ -396,14 +397,15 @@ class JobManager:
             job.log_dirty = True
 
     def _send_logs(self, job: Job) -> None:
-        """Write ``job``'s pending log lines as one event."""
+        """Write ``job``'s pending log lines as one event (under the lock, so batches keep
+        their order whichever thread sends them)."""
         with self.lock:
             lines, job.log_pending = job.log_pending, []
-        if lines:
-            try:
-                self.db.append_event(job.record.job_id, "log", lines)
-            except Exception:
-                log.exception("could not send the log of %s", job.record.name)
+            if lines:
+                try:
+                    self.db.append_event(job.record.job_id, "log", lines)
+                except Exception:
+                    log.exception("could not send the log of %s", job.record.name)
 
     def _pump_logs(self) -> None:
         while not self._stopped.wait(LOG_EVENT_SECONDS):
@@ -620,8 +622,8 @@ class JobManager:
         while time.monotonic() < deadline:
             row = self.db.get(job_id)
             self._refresh(job, row)
-            if row.state in lifecycle.TERMINAL:
-                return
+            if row.state in lifecycle.TERMINAL and row.lease_owner is None:
+                return  # ended, and its replica is done with it (its log is complete)
             with changed:
                 changed.wait(0.5)
 
