@@ -316,3 +316,45 @@ def test_a_second_trainer_on_sqlite_is_refused_at_start(tmp_path):
         assert first.stop() == 0
     again = start_server("trainers.ultralytics", env=env)
     assert again.stop() == 0
+
+
+def test_job_json_files_from_before_the_database_are_imported_once(tmp_path):
+    """A trainer upgraded in place: its jobs were only runs/<job>/job.json files. The first
+    start imports them (a RUNNING one comes back INTERRUPTED and claimable, to resume), a
+    second start imports nothing, and jobs of other frameworks are left alone."""
+    from tests._idle_trainer import IdleAdapter
+    from trainers.runtime import records
+    from trainers.runtime.jobs import JobManager
+    from visionmesh.store import open_store
+
+    url = (tmp_path / "store").as_uri()
+    store = open_store(url)
+    old = {}
+    for job_id, state, framework in (
+        ("done1", "SUCCEEDED", "idle"),
+        ("run1", "RUNNING", "idle"),
+        ("other1", "RUNNING", "timm"),
+    ):
+        rec = record(job_id)
+        rec.job_id, rec.state, rec.framework = job_id, state, framework
+        store.put_bytes(records.run_key(job_id, "job.json"), rec.to_json())
+        old[job_id] = rec
+
+    def manager() -> JobManager:
+        return JobManager(IdleAdapter(), store, home=tmp_path / "home", store_url=url)
+
+    first = manager()
+    first.recover()
+    rows = {row.job_id: row for row in first.db.list()}
+    assert set(rows) == {"done1", "run1"}
+    assert rows["done1"].state == "SUCCEEDED"
+    assert rows["run1"].state == "INTERRUPTED" and rows["run1"].resume
+    assert first.db.queue_positions() == {"run1": 1}
+    (claimed,) = first.db.claim(1)
+    assert claimed.job_id == "run1" and claimed.record.resume_count == 1
+    first.db.close()
+    again = manager()
+    again.recover()  # the rows exist: nothing imported twice, the claim was a dead replica's
+    assert len(again.db.list()) == 2
+    assert again.db.get("run1").lease_owner is None  # taken back at once (same host, gone)
+    again.db.close()
