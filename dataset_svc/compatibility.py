@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dataset_svc.errors import invalid_argument
 from visionmesh import compat, formats
+from visionmesh.errors import invalid_argument
 
 # model name -> (framework, tasks) of every reachable trainer, and the unreachable ones
 Offered = tuple[dict[str, tuple[str, list[str]]], list[str]]

@@ -19,7 +19,7 @@ from typing import BinaryIO
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from dataset_svc.errors import invalid_argument, not_found
+from visionmesh.errors import invalid_argument, not_found
 from visionmesh.store import KeyNotFound, ObjectStore, blob_key
 
 PIECE_BYTES = 1024 * 1024

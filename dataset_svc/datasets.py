@@ -44,9 +44,9 @@ from dataset_svc.catalog.models import (
     User,
     utcnow,
 )
-from dataset_svc.errors import invalid_argument, invalid_fields
 from dataset_svc.permissions import visible_to
 from dataset_svc.validation import text_problem
+from visionmesh.errors import invalid_argument, invalid_fields
 from visionmesh.store import KeyNotFound, ObjectStore
 
 log = logging.getLogger("dataset_svc")

@@ -28,8 +28,8 @@ from typing import Any
 from dataset_svc import names
 from dataset_svc.app import App
 from dataset_svc.catalog.models import Dataset, User
-from dataset_svc.errors import failed_precondition, invalid_argument
 from visionmesh import compat, formats
+from visionmesh.errors import failed_precondition, invalid_argument
 from visionmesh.store import LocalStore, blob_key
 
 COMPRESSED = {".jpg", ".jpeg", ".png", ".webp", ".gif"}

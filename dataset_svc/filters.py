@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dataset_svc.errors import invalid_argument
+from visionmesh.errors import invalid_argument
 
 # Bounded before parsing: a list filter names a few fields, never thousands of terms.
 MAX_FILTER_CHARS = 2048

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from dataset_svc import cache
 from dataset_svc.catalog.models import User
-from dataset_svc.errors import unauthenticated
 from visionmesh import auth
+from visionmesh.errors import unauthenticated
 
 PUBLIC_METHODS = (
     "/visionmesh.v1.AuthService/Register",

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from dataset_svc import filters, names, pagination, retention
 from dataset_svc.catalog.models import Annotation, Image
-from dataset_svc.errors import invalid_argument, invalid_fields, not_found
+from visionmesh.errors import invalid_argument, invalid_fields, not_found
 from visionmesh.store import LocalStore, ObjectStore, blob_key
 
 LIST_FILTERS = {"split": {"="}, "path": {":", "="}, "labeled": {"="}}

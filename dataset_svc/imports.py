@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 
 from dataset_svc import documents, paths
 from dataset_svc.catalog.models import Annotation, Category, Dataset, Image
-from dataset_svc.errors import failed_precondition, invalid_argument, invalid_fields
 from dataset_svc.validation import text_problem
 from visionmesh import formats
+from visionmesh.errors import failed_precondition, invalid_argument, invalid_fields
 
 MAX_VIOLATIONS = 100
 MAX_CATEGORY_NAME = 255  # the catalog's column

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from dataset_svc import names, snapshots
 from dataset_svc.catalog.models import Blob, Image, RetainedBlob, Snapshot
-from dataset_svc.errors import ServiceError
+from visionmesh.errors import ServiceError
 from visionmesh.store import KeyNotFound, ObjectStore, blob_key
 
 WORKERS = 8

@@ -21,7 +21,6 @@ from dataset_svc import cache, names
 from dataset_svc.catalog.models import Image, Snapshot, User
 from dataset_svc.datasets import DatasetPage, Health, Summary
 from dataset_svc.diff import Diff
-from dataset_svc.errors import invalid_argument
 from dataset_svc.exports import Export
 from dataset_svc.images import ImagePage, ImageUrl
 from dataset_svc.imports import Imported
@@ -29,6 +28,7 @@ from dataset_svc.integrity import IntegrityReport
 from dataset_svc.uploads import FAIL, REPLACE, SKIP, Received, Rejected
 from dataset_svc.validation import check_enums
 from visionmesh import compat, formats
+from visionmesh.errors import invalid_argument
 from visionmesh.v1 import auth_pb2, common_pb2, compatibility_pb2, dataset_pb2
 
 M = TypeVar("M", bound=Message)

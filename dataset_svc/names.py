@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from dataset_svc.errors import invalid_argument
+from visionmesh.errors import invalid_argument
 
 _ID = r"[a-z0-9][a-z0-9-]{0,63}"
 _DATASET = re.compile(rf"^datasets/({_ID})$")

@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from dataset_svc.errors import invalid_argument
+from visionmesh.errors import invalid_argument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

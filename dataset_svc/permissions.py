@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from dataset_svc.catalog.db import PreparedQuery
 from dataset_svc.catalog.models import VISIBILITY_PUBLIC, Dataset, User
-from dataset_svc.errors import not_found, permission_denied
+from visionmesh.errors import not_found, permission_denied
 
 
 def visible_to(user: User | None) -> ColumnElement[bool]:

@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session
 from dataset_svc import documents, names, retention
 from dataset_svc.catalog.db import lock_blob_references
 from dataset_svc.catalog.models import Dataset, Snapshot, User, utcnow
-from dataset_svc.errors import ServiceError, already_exists, invalid_fields, not_found
 from dataset_svc.validation import text_problem
+from visionmesh.errors import ServiceError, already_exists, invalid_fields, not_found
 from visionmesh.store import KeyNotFound, ObjectStore
 
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

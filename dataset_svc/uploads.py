@@ -42,14 +42,14 @@ from dataset_svc import documents, gc, paths, retention
 from dataset_svc.catalog import Catalog
 from dataset_svc.catalog.db import lock_blob_references
 from dataset_svc.catalog.models import Blob, BlobGuard, Image, utcnow
-from dataset_svc.errors import (
+from dataset_svc.settings import ServiceSettings
+from visionmesh.errors import (
     ServiceError,
     aborted,
     already_exists,
     invalid_argument,
     resource_exhausted,
 )
-from dataset_svc.settings import ServiceSettings
 from visionmesh.store import ObjectStore
 
 log = logging.getLogger("dataset_svc")

@@ -35,14 +35,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dataset_svc.catalog.models import User
-from dataset_svc.errors import (
+from dataset_svc.settings import IPNetwork
+from visionmesh.errors import (
     already_exists,
     invalid_argument,
     invalid_fields,
     resource_exhausted,
     unauthenticated,
 )
-from dataset_svc.settings import IPNetwork
 
 USERNAME = re.compile(r"[A-Za-z0-9._-]{3,64}")
 MIN_PASSWORD = 8

@@ -2,7 +2,8 @@
 
 - :func:`check_enums`: proto3 enums are open, so a client may send any integer; a value
   the enum does not declare is INVALID_ARGUMENT naming the field (``task_type``,
-  ``header.on_conflict``), checked once for every RPC by :func:`dataset_svc.errors.grpc_errors`.
+  ``header.on_conflict``), checked once for every RPC (the services pass it to
+  :func:`visionmesh.errors.grpc_errors` as ``check_request``).
 - :func:`check_text`: names and descriptions are bounded and free of control characters
   (a description may hold line breaks and tabs; a name may not).
 """
@@ -15,7 +16,7 @@ import re
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from dataset_svc.errors import Violation, invalid_fields
+from visionmesh.errors import Violation, invalid_fields
 
 # C0 and C1 controls and DEL; a description may keep \t, \n and \r.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

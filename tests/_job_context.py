@@ -9,11 +9,13 @@ prepared layouts the runtime hands adapters ("imagefolder" and "coco").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -171,36 +173,56 @@ def make_coco(
     return [c.name for c in sorted(dataset.categories, key=lambda c: c.id)]
 
 
-def prepared_shapes(
-    folder: Path, task_type: str, layout: str, *, images: int, size: int, max_shapes: int
-) -> tuple[Path, list[str]]:
-    """``visionmesh.shapes`` images laid out by the runtime's own converter, as a job gets
-    them; returns (prepared folder, class names)."""
-    import hashlib
-
-    from trainers.runtime.layouts import write_layout
-
-    source = folder / "source"
-    shapes.generate(source, images=images, size=size, seed=0, max_shapes=max_shapes)
+def shapes_snapshot(
+    source: Path, *, images: int, size: int, max_shapes: int, seed: int = 0
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """``visionmesh.shapes`` written under ``source``: (its DICE document with each image's
+    sha256, as a snapshot manifest has them; the image files by sha256)."""
+    shapes.generate(source, images=images, size=size, seed=seed, max_shapes=max_shapes)
     document = json.loads((source / "annotations.json").read_text())
     files = {}
     for image in document["images"]:
         path = source / image["file_name"]
         image["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         files[image["sha256"]] = path
-    out = folder / "prepared"
+    return document, files
+
+
+def lay_out(
+    document: dict[str, Any],
+    files: dict[str, Path],
+    out: Path,
+    *,
+    task_type: str,
+    layout: str,
+    split_seed: int = 0,
+) -> dict[str, Any]:
+    """``trainers.runtime.layouts.write_layout`` of a manifest into the new folder ``out``."""
+    from trainers.runtime.layouts import write_layout
+
     out.mkdir(parents=True)
-    info = write_layout(
+    return write_layout(
         json.dumps(document).encode(),
         task_type=task_type,
         layout=layout,
-        split_seed=0,
+        split_seed=split_seed,
         val_fraction=0.2,
         out_dir=out,
         final_dir=out,
         image_file=files.__getitem__,
     )
-    return out, list(info["class_names"])
+
+
+def prepared_shapes(
+    folder: Path, task_type: str, layout: str, *, images: int, size: int, max_shapes: int
+) -> tuple[Path, list[str]]:
+    """``visionmesh.shapes`` images laid out by the runtime's own layout writer, as a job
+    gets them; returns (prepared folder, class names)."""
+    document, files = shapes_snapshot(
+        folder / "source", images=images, size=size, max_shapes=max_shapes
+    )
+    info = lay_out(document, files, folder / "prepared", task_type=task_type, layout=layout)
+    return folder / "prepared", list(info["class_names"])
 
 
 def png_bytes(image: Image.Image) -> bytes:

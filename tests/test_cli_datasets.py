@@ -210,6 +210,7 @@ def test_import_export_snapshot_diff_check(server, cli: Cli, shapes: Path, tmp_p
     refused = cli("datasets", "import", "geo", str(bad), "--replace")
     assert refused.code == 1, refused
     assert "INVALID_ARGUMENT" in refused.stderr and "bbox" in refused.stderr
+    assert "\n  annotations[0].bbox: " in refused.stderr, refused.stderr  # the BadRequest field
 
     got = cli("datasets", "get", "geo")
     assert "classes: 1:circle, 2:square, 3:triangle" in got.stdout

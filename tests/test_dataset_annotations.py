@@ -8,8 +8,8 @@ import json
 import grpc
 import pytest
 
-from dataset_svc.errors import bad_request_fields
 from tests._dataset import DEFAULT_BACKEND, dataset_server_fixture, image_bytes
+from visionmesh.errors import bad_request_fields
 from visionmesh.v1 import common_pb2, compatibility_pb2, dataset_pb2
 
 # A trainer address nothing listens on: model checks answer quickly with a warning.

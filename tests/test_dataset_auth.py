@@ -7,9 +7,9 @@ import time
 import grpc
 import pytest
 
-from dataset_svc.errors import bad_request_fields
 from tests._dataset import BACKENDS, dataset_server_fixture
 from visionmesh.auth import TokenIssuer, generate_keypair, with_token
+from visionmesh.errors import bad_request_fields
 from visionmesh.v1 import auth_pb2, auth_pb2_grpc, dataset_pb2, dataset_pb2_grpc
 
 server = dataset_server_fixture(BACKENDS)

@@ -6,8 +6,8 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from dataset_svc.errors import bad_request_fields
 from tests._dataset import DEFAULT_BACKEND, dataset_server_fixture, image_bytes
+from visionmesh.errors import bad_request_fields
 from visionmesh.v1 import common_pb2, dataset_pb2
 
 server = dataset_server_fixture([DEFAULT_BACKEND])

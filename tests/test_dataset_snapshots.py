@@ -18,10 +18,10 @@ import zipfile
 import grpc
 import pytest
 
-from dataset_svc.errors import bad_request_fields
 from tests._dataset import BACKENDS, dataset_server_fixture, image_bytes
 from tests._servers import ROOT, child_env
 from visionmesh import formats
+from visionmesh.errors import bad_request_fields
 from visionmesh.store import blob_key
 from visionmesh.v1 import dataset_pb2
 

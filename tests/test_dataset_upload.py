@@ -16,9 +16,9 @@ import time
 import grpc
 import pytest
 
-from dataset_svc.errors import bad_request_fields
 from tests._dataset import DEFAULT_BACKEND, dataset_server_fixture, image_bytes, shared_data
 from tests._servers import ROOT, child_env
+from visionmesh.errors import bad_request_fields
 from visionmesh.store import BLOB_PREFIX, blob_key
 from visionmesh.uploads import MESSAGE_BYTES, folder_files, upload_requests
 from visionmesh.v1 import dataset_pb2

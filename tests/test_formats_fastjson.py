@@ -103,8 +103,8 @@ def test_malformed_numbers_raise_like_json(bad: bytes) -> None:
         fastjson.loads(broken)
 
 
-def test_many_chunks_parsed_side_by_side_keep_document_order(monkeypatch) -> None:
-    monkeypatch.setattr(fastjson, "_CHUNK", 300)  # dozens of chunks on the thread pool
+def test_many_chunks_keep_document_order(monkeypatch) -> None:
+    monkeypatch.setattr(fastjson, "_CHUNK", 300)  # dozens of chunks
     text = json.dumps(coco_doc(n=400, seed=5)).encode()
     doc, table = fastjson.loads(text)
     assert table is not None and len(table.buffers) > 20
@@ -154,6 +154,20 @@ def test_reader_validates_array_polygons(tmp_path: Path) -> None:
     assert back["annotations"][0]["segmentation"] == doc["annotations"][0]["segmentation"]
 
 
+def test_one_array_polygon_each_is_screened_at_once(tmp_path: Path) -> None:
+    """The usual layout (one polygon per annotation, all read into numpy) is checked in
+    one pass: points outside the image and non-finite numbers are still reported."""
+    doc = coco_doc(inside=True)
+    for a in doc["annotations"]:
+        a["segmentation"] = a["segmentation"][:1]
+    doc["annotations"][7]["segmentation"] = [[10, 10, 5200.5, 20, 30, 40]]  # x beyond 5000
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    result = formats.read(tmp_path, check_images=False)
+    assert isinstance(result.dataset.annotations[0].segmentation[0], np.ndarray)
+    assert [p.path for p in result.errors] == ["annotations[7].segmentation[0]"]
+    assert "outside" in result.errors[0].message
+
+
 def test_fixed6_matches_printf() -> None:
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.random(5000), [0.0, 1.0, 0.5, 1e-7, 0.9999995, 0.0000005]])
@@ -164,3 +178,19 @@ def test_fixed6_matches_printf() -> None:
 def test_lines_layout() -> None:
     out = textnum.lines([3, 12], np.array([0.5, 0.25, 1.0, 0.0, 0.125]), np.array([2, 3]))
     assert out == [b"3 0.500000 0.250000\n", b"12 1.000000 0.000000 0.125000\n"]
+
+
+@pytest.mark.parametrize("top", [80, 1500])  # class numbers within the prefix table, or past it
+def test_grouped_lines_join_the_rows_of_each_group(top: int) -> None:
+    rng = np.random.default_rng(top)
+    counts = rng.integers(1, 6, 40) * 2
+    values = rng.random(int(counts.sum()))
+    classes = rng.integers(0, top, 40).tolist()
+    owners = np.sort(rng.integers(0, 12, 40))
+    owners[owners == 5] = 6  # group 5 holds no row
+    groups = np.searchsorted(owners, np.arange(13))
+    rows = textnum.lines(classes, values, counts)
+    bounds = groups.tolist()
+    expected = [b"".join(rows[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert textnum.grouped_lines(classes, values, counts, groups) == expected
+    assert b"" in expected

@@ -20,7 +20,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from dataset_svc.errors import bad_request_fields
 from tests._dataset import (
     DEFAULT_BACKEND,
     PASSWORD,
@@ -30,6 +29,7 @@ from tests._dataset import (
     shared_moto,
     start_dataset_server,
 )
+from visionmesh.errors import bad_request_fields
 from visionmesh.store import BLOB_PREFIX
 from visionmesh.uploads import upload_requests
 from visionmesh.v1 import auth_pb2, common_pb2, compatibility_pb2, dataset_pb2

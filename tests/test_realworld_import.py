@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from dataset_svc.errors import bad_request_fields
 from tests._dataset import DEFAULT_BACKEND, dataset_server_fixture, image_bytes
 from tests._realworld import materialize, needs_realworld
+from visionmesh.errors import bad_request_fields
 from visionmesh.v1 import dataset_pb2
 
 server = dataset_server_fixture([DEFAULT_BACKEND])

@@ -88,10 +88,8 @@ def test_class_colours_and_cycled_classes(tmp_path: Path) -> None:
     assert [firsts[i] for i in range(1, 13)] == [1, 2, 3] * 4
     assert max(sum(a.image_id == i for a in many.annotations) for i in range(1, 13)) > 1
     # generate() writes what sample() draws
-    written = shapes.generate(
-        tmp_path, images=9, size=48, seed=4, max_shapes=1, class_colours=True, cycle_classes=True
-    )
-    assert written.annotations == ds.annotations
+    written = shapes.generate(tmp_path, images=9, size=48, seed=4, max_shapes=3)
+    assert written.annotations == shapes.sample(9, size=48, seed=4, max_shapes=3)[0].annotations
 
 
 def test_make_image_draws_the_kinds_asked_for() -> None:
@@ -101,3 +99,12 @@ def test_make_image_draws_the_kinds_asked_for() -> None:
     )
     assert picture.size == (96, 96)
     assert [(a.id, a.image_id, a.category_id) for a in annotations] == [(40, 7, 3), (41, 7, 2)]
+
+
+def test_radius_bounds_the_shapes(tmp_path: Path) -> None:
+    for low, high in ((0.08, 0.2), (0.15, 0.22)):
+        ds, _ = shapes.sample(10, size=100, seed=2, max_shapes=2, radius=(low, high))
+        for a in (a for a in ds.annotations if a.category_id != 3):  # regular: centred
+            poly = np.asarray(a.segmentation[0]).reshape(-1, 2)
+            r = np.hypot(*(poly - poly.mean(axis=0)).T).max()
+            assert 100 * low - 1 <= r <= 100 * high + 1, (low, high, r)

@@ -14,8 +14,6 @@ import re
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tests._trainers import (
     collect_metrics,
@@ -23,6 +21,7 @@ from tests._trainers import (
     spec,
     start_trainer,
 )
+from visionmesh.errors import bad_request_fields
 from visionmesh.v1 import trainer_pb2
 
 pytestmark = pytest.mark.timeout(600)
@@ -69,16 +68,6 @@ def finished(fake, yolo, dataset):
     return alice.GetJob(S.GetJobRequest(name=job.name), timeout=10).job
 
 
-def violations(err: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(err)
-    out = []
-    for detail in status.details if status else []:
-        info = error_details_pb2.BadRequest()
-        if detail.Unpack(info):
-            out += [v.field for v in info.field_violations]
-    return out
-
-
 def test_job_and_checkpoint_names_carry_the_trainer(finished):
     assert re.fullmatch(r"trainers/ultralytics/jobs/[A-Za-z0-9_-]+", finished.name)
     assert finished.framework == "ultralytics"
@@ -100,7 +89,7 @@ def test_parent_must_be_this_trainer(fake, yolo, dataset):
     with pytest.raises(grpc.RpcError) as err:
         alice.StartTraining(request, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert violations(err.value) == ["parent"]
+    assert list(bad_request_fields(err.value)) == ["parent"]
 
 
 def test_list_jobs_by_parent(fake, yolo, finished):
@@ -140,7 +129,7 @@ def test_a_job_asked_of_the_wrong_trainer_names_its_owner(fake, yolo, timm, fini
     with pytest.raises(grpc.RpcError) as err:
         yolo.stub(fake.token("alice")).GetJob(S.GetJobRequest(name=f"jobs/{job_id}"), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert violations(err.value) == ["name"]
+    assert list(bad_request_fields(err.value)) == ["name"]
 
 
 def test_download_checkpoint_streams_the_stored_bytes(fake, yolo, finished):

@@ -1,42 +1,26 @@
-"""The training layout the runtime writes from a snapshot for a job: given splits kept, and a
+"""The training layout the runtime writes for a job: given splits are kept, and a snapshot with
 train images but no val gets a seeded val split for the job (its own splits unchanged)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 
-from trainers.runtime.layouts import LayoutError, write_layout
-from visionmesh import shapes
+from tests._job_context import lay_out, shapes_snapshot
+from trainers.runtime.layouts import LayoutError
 
 
 @pytest.fixture(scope="module")
 def shapes_source(tmp_path_factory):
     source = tmp_path_factory.mktemp("shapes")
-    shapes.generate(source, images=20, size=48, seed=0, max_shapes=2)
-    document = json.loads((source / "annotations.json").read_text())
-    files = {}
-    for image in document["images"]:
-        path = source / image["file_name"]
-        image["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-        files[image["sha256"]] = path
-    return document, files
+    return shapes_snapshot(source, images=20, size=48, max_shapes=2)
 
 
 def layout(tmp_path, document, files, layout_name="yolo", seed=0):
     out = tmp_path / f"out-{layout_name}-{seed}-{len(list(tmp_path.iterdir()))}"
-    out.mkdir()
-    return write_layout(
-        json.dumps(document).encode(),
-        task_type="object_detection",
-        layout=layout_name,
-        split_seed=seed,
-        val_fraction=0.2,
-        out_dir=out,
-        final_dir=out,
-        image_file=files.__getitem__,
+    return lay_out(
+        document, files, out, task_type="object_detection", layout=layout_name, split_seed=seed
     )
 
 

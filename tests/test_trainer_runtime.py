@@ -18,8 +18,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tests._job_context import check_kill_and_resume, check_retried_start_creates_one_job
 from tests._servers import ROOT, child_env
@@ -35,6 +33,7 @@ from tests._trainers import (
     state_name,
     wait_job,
 )
+from visionmesh.errors import bad_request_fields
 from visionmesh.store import open_store
 from visionmesh.v1 import trainer_pb2
 
@@ -72,16 +71,6 @@ def alice(fake, trainer):
     for job in stub.ListJobs(S.ListJobsRequest(page_size=1000), timeout=30).jobs:
         if job.state not in (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED):
             stub.CancelJob(S.CancelJobRequest(name=job.name), timeout=60)
-
-
-def bad_request_fields(err: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(err)
-    fields = []
-    for detail in status.details if status else []:
-        info = error_details_pb2.BadRequest()
-        if detail.Unpack(info):
-            fields += [v.field for v in info.field_violations]
-    return fields
 
 
 def test_trainer_is_serving_fast_and_stays_light(tmp_path):
@@ -158,7 +147,7 @@ def test_invalid_specs_name_the_field(fake, trainer, data, alice):
         with pytest.raises(grpc.RpcError) as err:
             start_job(alice, training_spec)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
-        assert bad_request_fields(err.value) == [field], err.value.details()
+        assert list(bad_request_fields(err.value)) == [field], err.value.details()
 
 
 def test_missing_pretrained_weights_name_the_key(data, alice):

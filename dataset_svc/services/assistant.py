@@ -13,15 +13,16 @@ from sqlalchemy import func, or_, select
 from dataset_svc import identity, names
 from dataset_svc.app import App
 from dataset_svc.catalog.models import Dataset
-from dataset_svc.errors import grpc_errors, invalid_argument
 from dataset_svc.permissions import visible_to
+from dataset_svc.validation import check_enums
 from visionmesh import ask
+from visionmesh.errors import grpc_errors, invalid_argument
 from visionmesh.v1 import assistant_pb2, assistant_pb2_grpc
 
 MAX_MATCHES_SHOWN = 5
 
 
-@grpc_errors
+@grpc_errors(check_request=check_enums)
 class AssistantService(assistant_pb2_grpc.AssistantServiceServicer):
     def __init__(self, app: App) -> None:
         self.app = app

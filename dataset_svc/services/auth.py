@@ -9,11 +9,12 @@ import grpc
 
 from dataset_svc import identity, messages, users
 from dataset_svc.app import App
-from dataset_svc.errors import ServiceError, grpc_errors
+from dataset_svc.validation import check_enums
+from visionmesh.errors import ServiceError, grpc_errors
 from visionmesh.v1 import auth_pb2, auth_pb2_grpc
 
 
-@grpc_errors
+@grpc_errors(check_request=check_enums)
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, app: App) -> None:
         self.app = app

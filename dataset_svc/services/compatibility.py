@@ -8,9 +8,10 @@ import grpc
 
 from dataset_svc import compatibility, identity, messages
 from dataset_svc.app import App
-from dataset_svc.errors import grpc_errors
 from dataset_svc.services.datasets import load_document
+from dataset_svc.validation import check_enums
 from visionmesh import auth, compat, formats
+from visionmesh.errors import grpc_errors
 from visionmesh.v1 import (
     common_pb2,
     compatibility_pb2,
@@ -46,7 +47,7 @@ def trainer_models(trainers: dict[str, str]) -> compatibility.Offered:
     return offered, unreachable
 
 
-@grpc_errors
+@grpc_errors(check_request=check_enums)
 class CompatibilityService(compatibility_pb2_grpc.CompatibilityServiceServicer):
     def __init__(self, app: App) -> None:
         self.app = app

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -36,9 +37,12 @@ from dataset_svc import (
 )
 from dataset_svc.app import App
 from dataset_svc.catalog.models import Dataset, User, utcnow
-from dataset_svc.errors import grpc_errors, invalid_argument, not_found
 from dataset_svc.permissions import readable_dataset, readable_row, writable_dataset
+from dataset_svc.validation import check_enums
+from visionmesh.errors import grpc_errors, invalid_argument, not_found
 from visionmesh.v1 import dataset_pb2, dataset_pb2_grpc
+
+log = logging.getLogger("dataset_svc")
 
 
 def head_info(dataset: Dataset) -> dict[str, object]:
@@ -82,7 +86,7 @@ def dataset_messages(
     )
 
 
-@grpc_errors
+@grpc_errors(check_request=check_enums)
 class DatasetService(dataset_pb2_grpc.DatasetServiceServicer):
     def __init__(self, app: App) -> None:
         self.app = app

@@ -29,6 +29,8 @@ COLOURS = {
 }
 #: One colour per class, for ``class_colours=True`` (classes then differ by colour too).
 CLASS_COLOURS = {"circle": COLOURS["red"], "square": COLOURS["green"], "triangle": COLOURS["blue"]}
+#: A shape's circumradius, as fractions of the image size: (smallest, largest).
+RADIUS = (0.08, 0.2)
 _CIRCLE_SIDES = 32
 
 
@@ -59,11 +61,14 @@ def _outline(kind: str, cx: float, cy: float, r: float, rng: np.random.Generator
 
 
 def _place(
-    size: int, placed: list[tuple[float, float, float]], rng: np.random.Generator
+    size: int,
+    placed: list[tuple[float, float, float]],
+    rng: np.random.Generator,
+    radius: tuple[float, float] = RADIUS,
 ) -> tuple[float, float, float] | None:
     """A circle (cx, cy, r) inside the image that keeps clear of the others."""
     for _ in range(40):
-        r = rng.uniform(size * 0.08, size * 0.2)
+        r = rng.uniform(size * radius[0], size * radius[1])
         cx, cy = rng.uniform(r + 1, size - r - 1, 2)
         if all(math.hypot(cx - x, cy - y) > r + pr + 2 for x, y, pr in placed):
             return float(cx), float(cy), float(r)
@@ -84,12 +89,14 @@ def make_image(
     *,
     kinds: Sequence[str] | None = None,
     class_colours: bool = False,
+    radius: tuple[float, float] = RADIUS,
 ) -> tuple[PILImage.Image, list[Annotation]]:
     """One picture and its annotations (ids from ``next_annotation_id``).
 
     ``kinds``: the shapes to draw, in order (default: 1 to ``max_shapes`` random ones); a
     shape that finds no free spot is left out, with the rest. ``class_colours``: each shape
     in its class's colour (:data:`CLASS_COLOURS`) instead of a random one of :data:`COLOURS`.
+    ``radius``: the range of a shape's circumradius, as fractions of ``size``.
     """
     picture = _background(size, rng)
     draw = ImageDraw.Draw(picture)
@@ -97,7 +104,7 @@ def make_image(
     annotations: list[Annotation] = []
     count = len(kinds) if kinds is not None else int(rng.integers(1, max_shapes + 1))
     for n in range(count):
-        spot = _place(size, placed, rng)
+        spot = _place(size, placed, rng, radius)
         if spot is None:
             break
         placed.append(spot)
@@ -144,13 +151,14 @@ def sample(
     max_shapes: int = 4,
     class_colours: bool = False,
     cycle_classes: bool = False,
+    radius: tuple[float, float] = RADIUS,
 ) -> tuple[Dataset, list[PILImage.Image]]:
     """``images`` pictures in memory and their dataset (paths ``images/shape_<n>.jpg``, no
-    split), the same as :func:`generate` writes for the same arguments.
+    split); :func:`generate` writes them.
 
     ``cycle_classes``: image i's first shape is ``CLASSES[i % 3]`` (any three images in a
-    row hold every class; with ``max_shapes=1`` the classes take turns); ``class_colours``:
-    see :func:`make_image`.
+    row hold every class; with ``max_shapes=1`` the classes take turns); ``class_colours``
+    and ``radius``: see :func:`make_image`.
     """
     if images < 1 or size < 32:
         raise ValueError("need at least 1 image of at least 32 pixels")
@@ -172,6 +180,7 @@ def sample(
             max_shapes,
             kinds=kinds,
             class_colours=class_colours,
+            radius=radius,
         )
         pictures.append(picture)
         dataset.images.append(Image(i + 1, f"images/shape_{i:0{width}d}.jpg", size, size))
@@ -186,19 +195,10 @@ def generate(
     size: int = 128,
     seed: int = 0,
     max_shapes: int = 4,
-    class_colours: bool = False,
-    cycle_classes: bool = False,
 ) -> Dataset:
-    """Write ``images`` JPEGs under ``out_dir/images/`` plus a DICE ``annotations.json``
-    (options as :func:`sample`)."""
-    dataset, pictures = sample(
-        images,
-        size=size,
-        seed=seed,
-        max_shapes=max_shapes,
-        class_colours=class_colours,
-        cycle_classes=cycle_classes,
-    )
+    """Write ``images`` JPEGs under ``out_dir/images/`` plus a DICE ``annotations.json``:
+    the pictures :func:`sample` draws for the same arguments."""
+    dataset, pictures = sample(images, size=size, seed=seed, max_shapes=max_shapes)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for image, picture in zip(dataset.images, pictures, strict=True):

@@ -304,6 +304,7 @@ class HFAdapter(EngineAdapter):
     package = "transformers"
     engine_module = "trainers.hf.engine"
     child_env = OFFLINE_ENV
+    distributed_devices = ("cpu", "cuda")  # torch.distributed in the torch loop
 
     def models(self) -> list[ModelSpec]:
         return [

@@ -125,9 +125,15 @@ class TrainSpec:
     learning_rate: float
     seed: int
     patience: int
-    device: str  # "cpu", "cuda", "cuda:0"
+    device: str  # "cpu", "cuda", "cuda:0", or a GPU list "0,1" / "cuda:0,1"
     pretrained: bool
     extra: dict[str, str] = field(default_factory=dict)
+    #: processes that train the job together (distributed data parallel); 1 = one
+    devices: int = 1
+
+    def placement(self) -> Placement:
+        """``device`` and ``devices`` parsed (:func:`parse_devices`)."""
+        return parse_devices(self.device, self.devices)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], task_type: str) -> TrainSpec:
@@ -145,7 +151,92 @@ class TrainSpec:
             device=str(spec.get("device", "")),
             pretrained=bool(spec.get("pretrained", False)),
             extra=dict(spec.get("extra", {})),
+            devices=max(int(spec.get("devices", 0)), 1),
         )
+
+
+#: The most processes one job may train on (``TrainingSpec.devices``).
+MAX_DEVICES = 64
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one job trains: ``TrainingSpec.device`` and ``devices`` parsed.
+
+    ``kind`` is "cpu", "cuda" or "" (CUDA when present, else CPU); ``gpus`` the CUDA
+    indices the job's processes use in rank order, () for "the first ``world_size``" (or the
+    default device); ``world_size`` the number of processes (1: no distributed training).
+    """
+
+    kind: str
+    gpus: tuple[int, ...]
+    world_size: int
+
+    def rank_device(self, rank: int) -> str:
+        """The torch device name of process ``rank`` ("cpu", "cuda:1")."""
+        if self.kind != "cuda":
+            return "cpu"
+        return f"cuda:{self.gpus[rank] if self.gpus else rank}"
+
+    def gpus_needed(self) -> int:
+        """CUDA devices the machine must have: one more than the highest index used."""
+        if self.kind != "cuda":
+            return 0
+        return max(self.gpus) + 1 if self.gpus else self.world_size
+
+
+def parse_devices(device: str, devices: int = 0) -> Placement:
+    """Parse ``TrainingSpec.device`` with ``TrainingSpec.devices``; :class:`SpecError` if bad.
+
+    ``device``: "" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N", or a GPU list
+    "0,1" / "cuda:0,1" (one process per GPU). ``devices`` (0 or 1: one process) asks for
+    that many processes: the first N GPUs with "cuda" (or ""), N gloo processes with "cpu".
+    A list sets it to the list's length; another count, or a count > 1 with "cuda:N",
+    contradicts the device and is refused.
+    """
+    text = device or ""
+    count = int(devices or 0)
+    if count < 0 or count > MAX_DEVICES:
+        raise SpecError("spec.devices", f"devices must be 0..{MAX_DEVICES}, not {count}")
+    if text in ("", "cpu", "cuda"):
+        return Placement(text, (), max(count, 1))
+    listed = text.removeprefix("cuda:")
+    parts = listed.split(",")
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        raise SpecError(
+            "spec.device",
+            f"device must be cpu, cuda, cuda:N or a GPU list such as 0,1 or cuda:0,1, "
+            f"not {device!r}",
+        )
+    gpus = tuple(int(p) for p in parts)
+    if len(set(gpus)) != len(gpus):
+        raise SpecError("spec.device", f"device {device!r} names a GPU twice")
+    if len(gpus) == 1 and count > 1:
+        raise SpecError(
+            "spec.devices",
+            f"device {device!r} names one GPU but devices is {count}: name them all "
+            f"(such as {','.join(str(gpus[0] + i) for i in range(count))}) or use cuda "
+            f"with devices={count} for the first {count}",
+        )
+    if count not in (0, len(gpus)) and len(gpus) > 1:
+        raise SpecError(
+            "spec.devices",
+            f"device {device!r} names {len(gpus)} GPUs but devices is {count}: leave "
+            "devices at 0 (the list sets it) or make them agree",
+        )
+    return Placement("cuda", gpus, len(gpus))
+
+
+def single_device(device: str) -> str:
+    """One torch device for work that runs in one process (predict, evaluation, export):
+    the first GPU of a list ("0,1" -> "cuda:0"), else ``device`` unchanged."""
+    try:
+        placement = parse_devices(device)
+    except SpecError:
+        return device
+    if placement.gpus and (len(placement.gpus) > 1 or not device.startswith("cuda")):
+        return f"cuda:{placement.gpus[0]}"
+    return device
 
 
 @dataclass
@@ -247,6 +338,9 @@ class FrameworkAdapter(abc.ABC):
     framework: str = ""
     #: distribution whose version GetCapabilities reports, when not named like ``framework``
     package: str = ""
+    #: device kinds ("cpu", "cuda") on which one job can train in several processes
+    #: (``TrainingSpec.devices`` > 1 or a GPU list); empty: one process only
+    distributed_devices: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def models(self) -> list[ModelSpec]:

@@ -55,6 +55,7 @@ from trainers.runtime import worker_protocol as protocol
 from trainers.runtime.adapter import FrameworkAdapter, TrainSpec
 from trainers.runtime.jobstore import JobRow, JobStore, LeaseLost
 from trainers.runtime.records import JobRecord
+from visionmesh.errors import ServiceError
 from visionmesh.store import KeyNotFound, ObjectStore
 
 log = logging.getLogger("visionmesh.trainer")
@@ -65,16 +66,6 @@ LOG_FLUSH_SECONDS = 2.0
 LOG_EVENT_SECONDS = 0.2  # log lines of running jobs reach the database (and followers) this often
 CANCEL_GRACE_SECONDS = 5.0
 CACHE_SWEEP_SECONDS = 300.0
-
-
-class JobError(Exception):
-    """A refusal the servicer turns into a gRPC status (``code`` is a grpc.StatusCode name)."""
-
-    def __init__(self, code: str, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
 
 
 def env_int(name: str, default: int, minimum: int) -> int:
@@ -469,8 +460,8 @@ class JobManager:
         if event is not None:
             event.set()
 
-    def _full(self, waiting: int) -> JobError:
-        return JobError(
+    def _full(self, waiting: int) -> ServiceError:
+        return ServiceError(
             "RESOURCE_EXHAUSTED",
             f"the {self.framework} trainer's queue is full ({waiting} job(s) "
             f"waiting, capacity {self.queue_capacity}); retry later or cancel a job",
@@ -479,7 +470,9 @@ class JobManager:
     def check_capacity(self) -> None:
         with self.lock:
             if self.draining:
-                raise JobError("UNAVAILABLE", "this trainer is shutting down; try again shortly")
+                raise ServiceError(
+                    "UNAVAILABLE", "this trainer is shutting down; try again shortly"
+                )
         waiting = self.db.waiting()
         if waiting >= self.queue_capacity:
             raise self._full(waiting)
@@ -487,7 +480,9 @@ class JobManager:
     def submit(self, record: JobRecord) -> Job:
         with self.lock:
             if self.draining:
-                raise JobError("UNAVAILABLE", "this trainer is shutting down; try again shortly")
+                raise ServiceError(
+                    "UNAVAILABLE", "this trainer is shutting down; try again shortly"
+                )
         try:
             row, created = self.db.submit(record, self.queue_capacity)
         except jobstore.QueueFull as exc:
@@ -520,7 +515,7 @@ class JobManager:
             or (owner is not None and row.record.owner != owner)
         ):
             name = records.job_name(self.adapter.framework, job_id)
-            raise JobError("NOT_FOUND", f"job {name} not found")
+            raise ServiceError("NOT_FOUND", f"job {name} not found")
         return self._cached(row)
 
     def owning_framework(self, job_id: str, owner: str) -> str | None:
@@ -565,7 +560,9 @@ class JobManager:
         with self.lock:
             state = job.record.state
             if state in lifecycle.TERMINAL:
-                raise JobError("FAILED_PRECONDITION", f"{job.record.name} already ended ({state})")
+                raise ServiceError(
+                    "FAILED_PRECONDITION", f"{job.record.name} already ended ({state})"
+                )
             if stop_early:
                 job.record.stop_reason = "stop_early"
                 self._append_log(job, "[visionmesh] stop requested: ending after this epoch")
@@ -593,7 +590,7 @@ class JobManager:
         self._refresh(job, row)
         state = row.state
         if state in lifecycle.TERMINAL:
-            raise JobError("FAILED_PRECONDITION", f"{job.record.name} already ended ({state})")
+            raise ServiceError("FAILED_PRECONDITION", f"{job.record.name} already ended ({state})")
         if row.lease_owner is None and state in jobstore.CLAIMABLE:
             has_epochs = any(True for _ in self.db.events(job_id, kinds=("epoch",))) or (
                 job.record.current_epoch > 0
@@ -635,12 +632,12 @@ class JobManager:
         self._refresh(job, self.db.get(job_id))
         record = job.record
         if record.state not in (lifecycle.INTERRUPTED, lifecycle.FAILED):
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"{record.name} is {record.state}; only INTERRUPTED or FAILED jobs resume",
             )
         if not self.store.exists(records.checkpoint_key(job_id, "last.pt")):
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"{record.name} has no checkpoint to resume from "
                 f"({records.checkpoint_key(job_id, 'last.pt')} is absent)",
@@ -703,7 +700,7 @@ class JobManager:
         """Act on a cancel / stop another replica asked for (job runs here)."""
 
         def act(stop_early: bool) -> None:
-            with contextlib.suppress(JobError):
+            with contextlib.suppress(ServiceError):
                 self.cancel(job, stop_early)
 
         if control.cancel and not job.remote_cancel:

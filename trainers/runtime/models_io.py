@@ -33,8 +33,9 @@ from typing import Any
 from trainers.runtime import evaluation as evaluation_mod
 from trainers.runtime import records
 from trainers.runtime.adapter import SpecError, TrainSpec
-from trainers.runtime.jobs import Job, JobError
+from trainers.runtime.jobs import Job
 from trainers.runtime.tasks import TaskError, run_task
+from visionmesh.errors import ServiceError, grpc_errors
 from visionmesh.store import KeyNotFound
 from visionmesh.v1 import trainer_pb2
 
@@ -54,10 +55,11 @@ def _format_name(value: int) -> str:
     if value == trainer_pb2.MODEL_FORMAT_UNSPECIFIED or value not in (
         trainer_pb2.ModelFormat.values()
     ):
-        raise JobError("INVALID_ARGUMENT", "format must be ONNX or TORCHSCRIPT", "format")
+        raise ServiceError("INVALID_ARGUMENT", "format must be ONNX or TORCHSCRIPT", "format")
     return trainer_pb2.ModelFormat.Name(value).removeprefix("MODEL_FORMAT_").lower()
 
 
+@grpc_errors
 class ModelsIOMixin:
     """ExportModel, GetModelExport, GetEvaluation, Upload/List/DeleteWeights, init_from."""
 
@@ -91,12 +93,7 @@ class ModelsIOMixin:
                 manager._persist(job)
 
     def ExportModel(self, request, context):
-        try:
-            return self._export_model(request)
-        except JobError as exc:
-            from trainers.runtime.server import abort
-
-            abort(context, exc.code, exc.message, exc.field)
+        return self._export_model(request)
 
     def _export_model(self, request):
         job = self._job(request.name)  # type: ignore[attr-defined]
@@ -104,14 +101,14 @@ class ModelsIOMixin:
         fmt = _format_name(request.format)
         source = (request.checkpoint or "best").removesuffix(".pt")
         if source not in ("best", "last"):
-            raise JobError("INVALID_ARGUMENT", "checkpoint must be best or last", "checkpoint")
+            raise ServiceError("INVALID_ARGUMENT", "checkpoint must be best or last", "checkpoint")
         record = job.record
         image_size = request.image_size or int(record.spec.get("imageSize", 0)) or 640
         if not 32 <= image_size <= 8192:
-            raise JobError("INVALID_ARGUMENT", "image_size must be 32..8192", "image_size")
+            raise ServiceError("INVALID_ARGUMENT", "image_size must be 32..8192", "image_size")
         key = records.checkpoint_key(record.job_id, f"{source}.pt")
         if not manager.store.exists(key):
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"{record.name} has no {source}.pt yet ({key}): wait for an epoch to finish",
                 "checkpoint",
@@ -188,85 +185,73 @@ class ModelsIOMixin:
             shutil.rmtree(work, ignore_errors=True)
         with manager.lock:
             export.update(update, update_time=time.time())
+            # the job's record may have been read again from the database meanwhile (any
+            # replica answers for the job): put the result in its entry for this format
+            job.record.exports = [e for e in job.record.exports if e["format"] != fmt] + [export]
             self._exports_running.discard((record.job_id, fmt))
             manager._append_log(job, message)
             manager._persist(job)
             manager.cond.notify_all()
 
     def GetModelExport(self, request, context):
-        try:
-            owner, _ = _identity()
-            match = records.EXPORT_NAME_RE.match(request.name or "")
-            if not match:
-                raise JobError(
-                    "INVALID_ARGUMENT",
-                    f"name {request.name!r} is not trainers/{{framework}}/jobs/{{job_id}}/"
-                    "exports/{onnx|torchscript}",
-                    "name",
-                )
-            framework, job_id, fmt = match.groups()
-            job = self._job_by_id(  # type: ignore[attr-defined]
-                framework, job_id, owner, records.job_name(framework, job_id)
+        owner, _ = _identity()
+        match = records.EXPORT_NAME_RE.match(request.name or "")
+        if not match:
+            raise ServiceError(
+                "INVALID_ARGUMENT",
+                f"name {request.name!r} is not trainers/{{framework}}/jobs/{{job_id}}/"
+                "exports/{onnx|torchscript}",
+                "name",
             )
-            self._reconcile_exports(job)
-            export = next((e for e in job.record.exports if e["format"] == fmt), None)
-            if export is None:
-                raise JobError(
-                    "NOT_FOUND",
-                    f"{request.name} not found: {job.record.name} was never exported to "
-                    f"{fmt} (call ExportModel)",
-                    "name",
-                )
-            return trainer_pb2.GetModelExportResponse(
-                export=records.export_to_proto(job.record, export)
+        framework, job_id, fmt = match.groups()
+        job = self._job_by_id(  # type: ignore[attr-defined]
+            framework, job_id, owner, records.job_name(framework, job_id)
+        )
+        self._reconcile_exports(job)
+        export = next((e for e in job.record.exports if e["format"] == fmt), None)
+        if export is None:
+            raise ServiceError(
+                "NOT_FOUND",
+                f"{request.name} not found: {job.record.name} was never exported to "
+                f"{fmt} (call ExportModel)",
+                "name",
             )
-        except JobError as exc:
-            from trainers.runtime.server import abort
-
-            abort(context, exc.code, exc.message, exc.field)
+        return trainer_pb2.GetModelExportResponse(
+            export=records.export_to_proto(job.record, export)
+        )
 
     # -- evaluation -------------------------------------------------------------------------
     def GetEvaluation(self, request, context):
+        owner, _ = _identity()
+        match = records.EVALUATION_NAME_RE.match(request.name or "")
+        if not match:
+            raise ServiceError(
+                "INVALID_ARGUMENT",
+                f"name {request.name!r} is not trainers/{{framework}}/jobs/{{job_id}}/evaluation",
+                "name",
+            )
+        framework, job_id = match.groups()
+        job = self._job_by_id(  # type: ignore[attr-defined]
+            framework, job_id, owner, records.job_name(framework, job_id)
+        )
+        store = self._manager().store  # type: ignore[attr-defined]
         try:
-            owner, _ = _identity()
-            match = records.EVALUATION_NAME_RE.match(request.name or "")
-            if not match:
-                raise JobError(
-                    "INVALID_ARGUMENT",
-                    f"name {request.name!r} is not trainers/{{framework}}/jobs/{{job_id}}/"
-                    "evaluation",
-                    "name",
-                )
-            framework, job_id = match.groups()
-            job = self._job_by_id(  # type: ignore[attr-defined]
-                framework, job_id, owner, records.job_name(framework, job_id)
+            data = json.loads(store.get_bytes(evaluation_mod.evaluation_key(job_id)))
+        except KeyNotFound:
+            state = job.record.state
+            why = (
+                "it is written when the job ends"
+                if state not in records.TERMINAL
+                else "the job ended without one (see its log)"
             )
-            store = self._manager().store  # type: ignore[attr-defined]
-            try:
-                data = json.loads(store.get_bytes(evaluation_mod.evaluation_key(job_id)))
-            except KeyNotFound:
-                state = job.record.state
-                why = (
-                    "it is written when the job ends"
-                    if state not in records.TERMINAL
-                    else "the job ended without one (see its log)"
-                )
-                raise JobError(
-                    "NOT_FOUND", f"{job.record.name} has no evaluation ({state}): {why}", "name"
-                ) from None
-            pictures = {}
-            for filename in data.get("pictures", []):
-                with contextlib.suppress(KeyNotFound):
-                    pictures[filename] = store.get_bytes(
-                        evaluation_mod.picture_key(job_id, filename)
-                    )
-            return trainer_pb2.GetEvaluationResponse(
-                evaluation=evaluation_mod.to_proto(data, pictures)
-            )
-        except JobError as exc:
-            from trainers.runtime.server import abort
-
-            abort(context, exc.code, exc.message, exc.field)
+            raise ServiceError(
+                "NOT_FOUND", f"{job.record.name} has no evaluation ({state}): {why}", "name"
+            ) from None
+        pictures = {}
+        for filename in data.get("pictures", []):
+            with contextlib.suppress(KeyNotFound):
+                pictures[filename] = store.get_bytes(evaluation_mod.picture_key(job_id, filename))
+        return trainer_pb2.GetEvaluationResponse(evaluation=evaluation_mod.to_proto(data, pictures))
 
     # -- pretrained weights -------------------------------------------------------------------
     def _weights_prefix(self) -> str:
@@ -312,12 +297,7 @@ class ModelsIOMixin:
         return msg
 
     def UploadWeights(self, request_iterator, context):
-        try:
-            return self._upload_weights(request_iterator)
-        except JobError as exc:
-            from trainers.runtime.server import abort
-
-            abort(context, exc.code, exc.message, exc.field)
+        return self._upload_weights(request_iterator)
 
     def _upload_weights(self, request_iterator):
         owner, _ = _identity()
@@ -335,19 +315,19 @@ class ModelsIOMixin:
                 part = message.WhichOneof("part")
                 if part == "header":
                     if header is not None:
-                        raise JobError("INVALID_ARGUMENT", "a second header", "header")
+                        raise ServiceError("INVALID_ARGUMENT", "a second header", "header")
                     header = message.header
                     ext = Path(header.filename).suffix.lower()
                     self._check_weights_header(header, ext)
                     out = open(work / f"upload{ext}", "wb")  # noqa: SIM115
                 elif part == "chunk":
                     if header is None or out is None:
-                        raise JobError("INVALID_ARGUMENT", "chunk before the header", "header")
+                        raise ServiceError("INVALID_ARGUMENT", "chunk before the header", "header")
                     if end is not None:
-                        raise JobError("INVALID_ARGUMENT", "chunk after end", "chunk")
+                        raise ServiceError("INVALID_ARGUMENT", "chunk after end", "chunk")
                     size += len(message.chunk)
                     if size > MAX_WEIGHTS_BYTES:
-                        raise JobError(
+                        raise ServiceError(
                             "INVALID_ARGUMENT",
                             f"weights larger than {MAX_WEIGHTS_BYTES} bytes",
                             "chunk",
@@ -359,19 +339,19 @@ class ModelsIOMixin:
             if out is not None:
                 out.close()
             if header is None:
-                raise JobError("INVALID_ARGUMENT", "the stream had no header", "header")
+                raise ServiceError("INVALID_ARGUMENT", "the stream had no header", "header")
             if end is None:
-                raise JobError(
+                raise ServiceError(
                     "INVALID_ARGUMENT", "the stream ended without end: nothing kept", "end"
                 )
             if end.size_bytes != size:
-                raise JobError(
+                raise ServiceError(
                     "INVALID_ARGUMENT",
                     f"end says {end.size_bytes} bytes but {size} arrived: nothing kept",
                     "end.size_bytes",
                 )
             if size == 0:
-                raise JobError("INVALID_ARGUMENT", "the weights file is empty", "chunk")
+                raise ServiceError("INVALID_ARGUMENT", "the weights file is empty", "chunk")
             task = records.task_name(header.task_type)
             model = self.adapter.resolve_model(header.model, task)
             ext = Path(header.filename).suffix.lower()
@@ -390,7 +370,7 @@ class ModelsIOMixin:
                     timeout=600,
                 )
             except TaskError as exc:
-                raise JobError(
+                raise ServiceError(
                     "INVALID_ARGUMENT",
                     f"{header.filename} does not load as {model} for {task}: {exc}",
                     "header.filename",
@@ -424,13 +404,15 @@ class ModelsIOMixin:
     def _check_weights_header(self, header: Any, ext: str) -> None:
         self._check_parent(header.parent, allow_all=False)  # type: ignore[attr-defined]
         if ext not in WEIGHT_EXTENSIONS:
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"filename {header.filename!r} must end in {', '.join(WEIGHT_EXTENSIONS)}",
                 "header.filename",
             )
         if header.task_type == 0:
-            raise JobError("INVALID_ARGUMENT", "header.task_type is required", "header.task_type")
+            raise ServiceError(
+                "INVALID_ARGUMENT", "header.task_type is required", "header.task_type"
+            )
         task = records.task_name(header.task_type)
         spec = TrainSpec(
             task_type=task,
@@ -447,71 +429,61 @@ class ModelsIOMixin:
         try:
             self.adapter.check_spec(spec)
         except SpecError as exc:
-            raise JobError("INVALID_ARGUMENT", exc.message, "header.model") from None
+            raise ServiceError("INVALID_ARGUMENT", exc.message, "header.model") from None
 
     def ListWeights(self, request, context):
+        _identity()
+        self._check_parent(request.parent, allow_all=False)  # type: ignore[attr-defined]
+        store = self._manager().store  # type: ignore[attr-defined]
+        keys = sorted(
+            k
+            for k in store.list(self._weights_prefix())
+            if "/" not in k[len(self._weights_prefix()) :]
+            and "." + k.rsplit(".", 1)[-1] in WEIGHT_EXTENSIONS
+        )
+        size = min(request.page_size if request.page_size > 0 else 100, 1000)
         try:
-            _identity()
-            self._check_parent(request.parent, allow_all=False)  # type: ignore[attr-defined]
-            store = self._manager().store  # type: ignore[attr-defined]
-            keys = sorted(
-                k
-                for k in store.list(self._weights_prefix())
-                if "/" not in k[len(self._weights_prefix()) :]
-                and "." + k.rsplit(".", 1)[-1] in WEIGHT_EXTENSIONS
-            )
-            size = min(request.page_size if request.page_size > 0 else 100, 1000)
-            try:
-                start = int(request.page_token or 0)
-            except ValueError:
-                raise JobError("INVALID_ARGUMENT", "bad page_token", "page_token") from None
-            page = keys[start : start + size]
-            token = str(start + size) if start + size < len(keys) else ""
-            return trainer_pb2.ListWeightsResponse(
-                weights=[self._weights_proto(k) for k in page], next_page_token=token
-            )
-        except JobError as exc:
-            from trainers.runtime.server import abort
-
-            abort(context, exc.code, exc.message, exc.field)
+            start = int(request.page_token or 0)
+        except ValueError:
+            raise ServiceError("INVALID_ARGUMENT", "bad page_token", "page_token") from None
+        page = keys[start : start + size]
+        token = str(start + size) if start + size < len(keys) else ""
+        return trainer_pb2.ListWeightsResponse(
+            weights=[self._weights_proto(k) for k in page], next_page_token=token
+        )
 
     def DeleteWeights(self, request, context):
-        try:
-            owner, _ = _identity()
-            framework, weights_id = self._parse_weights_name(request.name, "name")
-            keys = self._weights_keys(weights_id)
-            if not keys:
-                raise JobError("NOT_FOUND", f"{request.name} not found", "name")
-            meta = self._meta(weights_id)
-            if meta.get("uploader") and meta["uploader"] != owner:
-                raise JobError(
-                    "PERMISSION_DENIED",
-                    f"{request.name} was uploaded by {meta['uploader']}; only they may delete it",
-                )
-            store = self._manager().store  # type: ignore[attr-defined]
-            for key in keys:
-                with contextlib.suppress(KeyNotFound):
-                    store.delete(key)
+        owner, _ = _identity()
+        framework, weights_id = self._parse_weights_name(request.name, "name")
+        keys = self._weights_keys(weights_id)
+        if not keys:
+            raise ServiceError("NOT_FOUND", f"{request.name} not found", "name")
+        meta = self._meta(weights_id)
+        if meta.get("uploader") and meta["uploader"] != owner:
+            raise ServiceError(
+                "PERMISSION_DENIED",
+                f"{request.name} was uploaded by {meta['uploader']}; only they may delete it",
+            )
+        store = self._manager().store  # type: ignore[attr-defined]
+        for key in keys:
             with contextlib.suppress(KeyNotFound):
-                store.delete(f"{META_PREFIX}/{framework}/{weights_id}.json")
-            self.__dict__["_pretrained"] = (0.0, set())
-            return trainer_pb2.DeleteWeightsResponse()
-        except JobError as exc:
-            from trainers.runtime.server import abort
-
-            abort(context, exc.code, exc.message, exc.field)
+                store.delete(key)
+        with contextlib.suppress(KeyNotFound):
+            store.delete(f"{META_PREFIX}/{framework}/{weights_id}.json")
+        self.__dict__["_pretrained"] = (0.0, set())
+        return trainer_pb2.DeleteWeightsResponse()
 
     def _parse_weights_name(self, name: str, field: str) -> tuple[str, str]:
         match = records.WEIGHTS_NAME_RE.match(name or "")
         if not match:
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"{field} {name!r} is not trainers/{{framework}}/weights/{{id}}",
                 field,
             )
         framework, weights_id = match.groups()
         if framework != self.adapter.framework:
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT" if field != "name" else "NOT_FOUND",
                 f"{name} belongs to trainers/{framework}; this trainer is "
                 f"trainers/{self.adapter.framework}",
@@ -521,11 +493,11 @@ class ModelsIOMixin:
 
     # -- StartTraining: the weights a job starts from --------------------------------------------
     def start_weights(self, spec: trainer_pb2.TrainingSpec, task: str, owner: str) -> str:
-        """The object store key a new job starts from ("" for random init); JobError if bad."""
+        """The object store key a new job starts from ("" for random init); ServiceError if bad."""
         manager = self._manager()  # type: ignore[attr-defined]
         model = self.adapter.resolve_model(spec.model, task)
         if spec.init_from and spec.pretrained:
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 "set init_from or pretrained, not both (init_from names the weights)",
                 "spec.init_from",
@@ -537,7 +509,7 @@ class ModelsIOMixin:
             found = self._weights_keys(model)
             if found:
                 return found[0]
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"no pretrained weights for {spec.model!r}: {key} is not in the object "
                 "store (upload it, or train with pretrained=false)",
@@ -550,14 +522,14 @@ class ModelsIOMixin:
             _, weights_id = self._parse_weights_name(source, "spec.init_from")
             keys = self._weights_keys(weights_id)
             if not keys:
-                raise JobError(
+                raise ServiceError(
                     "NOT_FOUND",
                     f"spec.init_from: {source} not found (ListWeights)",
                     "spec.init_from",
                 )
             meta = self._meta(weights_id)
             if weights_id != model:
-                raise JobError(
+                raise ServiceError(
                     "FAILED_PRECONDITION",
                     f"spec.init_from: {source} holds weights for {meta.get('model', weights_id)}, "
                     f"but this job builds {model}: the architectures differ",
@@ -566,7 +538,7 @@ class ModelsIOMixin:
             return keys[0]
         match = records.JOB_NAME_RE.match(source)
         if not match:
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"spec.init_from {source!r} is neither trainers/{{framework}}/jobs/{{job}} nor "
                 "trainers/{framework}/weights/{weights}",
@@ -574,7 +546,7 @@ class ModelsIOMixin:
             )
         framework, job_id = match.groups()
         if framework != self.adapter.framework:
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"spec.init_from: {source} was trained by trainers/{framework}; a "
                 f"trainers/{self.adapter.framework} job cannot start from it",
@@ -582,19 +554,19 @@ class ModelsIOMixin:
             )
         try:
             other = manager.get(job_id, owner).record
-        except JobError:
-            raise JobError(
+        except ServiceError:
+            raise ServiceError(
                 "NOT_FOUND", f"spec.init_from: job {source} not found", "spec.init_from"
             ) from None
         if other.task_type != task:
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"spec.init_from: {source} trained {other.task_type}; this job is {task}",
                 "spec.init_from",
             )
         other_model = self.adapter.resolve_model(other.model, other.task_type)
         if other_model != model:
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"spec.init_from: {source} trained {other_model}, but this job builds {model}: "
                 "the architectures differ (use the same model)",
@@ -602,7 +574,7 @@ class ModelsIOMixin:
             )
         key = records.checkpoint_key(job_id, "best.pt")
         if not manager.store.exists(key):
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"spec.init_from: {source} has no best.pt ({other.state})",
                 "spec.init_from",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import io
 import logging
 import re
@@ -23,24 +22,30 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
 from google.protobuf import json_format
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from trainers.runtime import lifecycle, records
-from trainers.runtime.adapter import FrameworkAdapter, SpecError, TrainSpec
-from trainers.runtime.jobs import Job, JobError, JobManager
+from trainers.runtime.adapter import (
+    FrameworkAdapter,
+    Placement,
+    SpecError,
+    TrainSpec,
+    parse_devices,
+    single_device,
+)
+from trainers.runtime.jobs import Job, JobManager
 from trainers.runtime.jobstore import ReplicaRefused
 from trainers.runtime.models_io import ModelsIOMixin
 from trainers.runtime.predictor import PredictError, PredictPool
 from trainers.runtime.records import JobRecord, task_enum, task_name
 from visionmesh import config
+from visionmesh.errors import ServiceError, grpc_errors
 from visionmesh.server import Service, parse_args, run, service_name
 from visionmesh.store import KeyNotFound, open_store
 from visionmesh.v1 import (
@@ -60,47 +65,10 @@ __all__ = ["TrainerServicer", "main", "task_enum"]
 DATASET_RE = re.compile(r"^datasets/[^/]+$")
 SNAPSHOT_RE = re.compile(r"^datasets/[^/]+/snapshots/[^/]+$")
 DOWNLOAD_PIECE_BYTES = 1024 * 1024
-DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 PAGE_TOKEN_RE = re.compile(r"^[0-9]{1,9}$")
 # A waiting stream re-checks its job this often even without news (a safety net only:
 # changes and the client going away wake it at once).
 STREAM_RECHECK_SECONDS = 30.0
-
-
-def abort(context: grpc.ServicerContext, code: str, message: str, field: str = "") -> None:
-    status_code = getattr(grpc.StatusCode, code)
-    if field:
-        detail = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
-            ]
-        )
-        status = status_pb2.Status(code=getattr(code_pb2, code), message=message)
-        status.details.add().Pack(detail)
-        context.abort_with_status(rpc_status.to_status(status))
-    context.abort(status_code, message)
-
-
-def handle_errors(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def wrapper(self: TrainerServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except JobError as exc:
-            abort(context, exc.code, exc.message, exc.field)
-
-    return wrapper
-
-
-def handle_stream_errors(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-    @functools.wraps(method)
-    def wrapper(self: TrainerServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            yield from method(self, request, context)
-        except JobError as exc:
-            abort(context, exc.code, exc.message, exc.field)
-
-    return wrapper
 
 
 def gpu_names() -> list[str]:
@@ -129,7 +97,7 @@ def detect_device() -> str:
 
 
 def check_image(data: bytes) -> None:
-    """JobError(INVALID_ARGUMENT, field ``image``) unless PIL reads ``data`` as a picture.
+    """ServiceError(INVALID_ARGUMENT, field ``image``) unless PIL reads ``data`` as a picture.
 
     Runs in the server process before a prediction starts (or a model is loaded): a HEIC
     photo without a plugin, a PDF or a truncated header never reaches the predictor.
@@ -147,20 +115,20 @@ def check_image(data: bytes) -> None:
             if head[:4] == b"ftyp" and head[4:8] in (b"heic", b"heix", b"mif1", b"msf1", b"avif")
             else ""
         )
-        raise JobError(
+        raise ServiceError(
             "INVALID_ARGUMENT",
             f"image ({len(data)} bytes) is not a picture this trainer can read{hint}; send "
             "JPEG, PNG, BMP, GIF, TIFF or WebP bytes",
             "image",
         ) from None
     except Image.DecompressionBombError as exc:
-        raise JobError("INVALID_ARGUMENT", f"image is too large: {exc}", "image") from None
+        raise ServiceError("INVALID_ARGUMENT", f"image is too large: {exc}", "image") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise JobError(
+        raise ServiceError(
             "INVALID_ARGUMENT", f"image is a damaged picture ({exc}); send it again", "image"
         ) from None
     if width <= 0 or height <= 0:
-        raise JobError("INVALID_ARGUMENT", f"image ({fmt}) has no pixels", "image")
+        raise ServiceError("INVALID_ARGUMENT", f"image ({fmt}) has no pixels", "image")
 
 
 def _identity() -> tuple[str, str]:
@@ -168,7 +136,7 @@ def _identity() -> tuple[str, str]:
 
     identity = auth.current_identity()
     if identity is None:
-        raise JobError("UNAUTHENTICATED", "this call needs 'authorization: Bearer <token>'")
+        raise ServiceError("UNAUTHENTICATED", "this call needs 'authorization: Bearer <token>'")
     return f"users/{identity.username}", auth.current_token() or ""
 
 
@@ -176,7 +144,7 @@ def _parse_job_name(name: str, field: str = "name") -> tuple[str, str]:
     """(framework, job_id) of ``trainers/{framework}/jobs/{job_id}``."""
     match = records.JOB_NAME_RE.match(name or "")
     if not match:
-        raise JobError(
+        raise ServiceError(
             "INVALID_ARGUMENT",
             f"{field} {name!r} is not trainers/{{framework}}/jobs/{{job_id}}",
             field,
@@ -210,10 +178,10 @@ class DatasetClient:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
             details = exc.details() if hasattr(exc, "details") else str(exc)
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise JobError(
+                raise ServiceError(
                     "UNAVAILABLE", f"dataset service at {self.addr} unreachable ({what}): {details}"
                 ) from None
-            raise JobError(code.name, details or f"{what} failed") from None
+            raise ServiceError(code, details or f"{what} failed") from None
 
     def snapshot(self, dataset: str, reason: str, token: str) -> Any:
         datasets, _ = self._stubs()
@@ -244,6 +212,7 @@ class DatasetClient:
         return self._call("CheckCompatibility", compat.CheckCompatibility, request, token).report
 
 
+@grpc_errors
 class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(
         self,
@@ -282,8 +251,8 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
 
     def GetCapabilities(self, request, context):
         if request.framework and request.framework != self.adapter.framework:
-            context.abort(
-                grpc.StatusCode.NOT_FOUND,
+            raise ServiceError(
+                "NOT_FOUND",
                 f"this trainer serves framework {self.adapter.framework!r}, "
                 f"not {request.framework!r}",
             )
@@ -322,9 +291,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
     # -- helpers ----------------------------------------------------------------------------
     def _manager(self) -> JobManager:
         if self.manager is None:
-            raise JobError("UNIMPLEMENTED", "this trainer runs no jobs")
+            raise ServiceError("UNIMPLEMENTED", "this trainer runs no jobs")
         if not self.ready.wait(60):
-            raise JobError("UNAVAILABLE", "the trainer is still loading its jobs; retry")
+            raise ServiceError("UNAVAILABLE", "the trainer is still loading its jobs; retry")
         return self.manager
 
     def _job(self, name: str) -> Job:
@@ -337,17 +306,17 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         manager = self._manager()
         own = self.adapter.framework
         if framework != own:
-            raise JobError(
+            raise ServiceError(
                 "NOT_FOUND",
                 f"{name} belongs to trainers/{framework}; this trainer is trainers/{own}: "
                 f"ask trainers/{framework}",
             )
         try:
             return manager.get(job_id, owner)
-        except JobError as exc:
+        except ServiceError as exc:
             other = manager.owning_framework(job_id, owner)
-            if exc.code == "NOT_FOUND" and other:
-                raise JobError(
+            if exc.code == grpc.StatusCode.NOT_FOUND and other:
+                raise ServiceError(
                     "NOT_FOUND",
                     f"{name} not found: job {job_id} belongs to trainers/{other} "
                     f"(its name is {records.job_name(other, job_id)})",
@@ -360,10 +329,10 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         if not parent or parent == own or (allow_all and parent == "trainers/-"):
             return
         if not re.match(r"^trainers/[^/]+$", parent):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT", f"parent {parent!r} is not trainers/{{framework}}", "parent"
             )
-        raise JobError("NOT_FOUND", f"{parent} is not served here; this trainer is {own}")
+        raise ServiceError("NOT_FOUND", f"{parent} is not served here; this trainer is {own}")
 
     def _proto(self, job: Job) -> trainer_pb2.Job:
         return job.record.to_proto(self._manager().queue_position(job.record.job_id))
@@ -372,21 +341,21 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         return {h.name: h.default for h in self.adapter.hyperparameters() if not h.extra}
 
     def resolve_spec(self, spec: trainer_pb2.TrainingSpec) -> trainer_pb2.TrainingSpec:
-        """The spec with every 0 replaced by the adapter's default; JobError when invalid."""
+        """The spec with every 0 replaced by the adapter's default; ServiceError when invalid."""
         out = trainer_pb2.TrainingSpec()
         out.CopyFrom(spec)
         if not (DATASET_RE.match(spec.dataset) or SNAPSHOT_RE.match(spec.dataset)):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"spec.dataset {spec.dataset!r} is not datasets/{{id}} or "
                 "datasets/{id}/snapshots/{sid}",
                 "spec.dataset",
             )
         if spec.task_type == common_pb2.TASK_TYPE_UNSPECIFIED:
-            raise JobError("INVALID_ARGUMENT", "spec.task_type is required", "spec.task_type")
+            raise ServiceError("INVALID_ARGUMENT", "spec.task_type is required", "spec.task_type")
         if not spec.model:
             names = ", ".join(m.name for m in self.adapter.models())
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT", f"spec.model is required; one of: {names}", "spec.model"
             )
         defaults = self._defaults()
@@ -412,32 +381,61 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             ("spec.val_fraction", 0 < out.val_fraction < 1, "val_fraction must be in (0, 1)"),
             ("spec.max_duration_seconds", out.max_duration_seconds >= 0, "must be >= 0"),
             ("spec.keep_last_checkpoints", 0 <= out.keep_last_checkpoints <= 1000, "0..1000"),
-            (
-                "spec.device",
-                not out.device or bool(DEVICE_RE.match(out.device)),
-                "device must be cpu, cuda or cuda:N",
-            ),
         ]
         for field, ok, message in checks:
             if not ok:
-                raise JobError("INVALID_ARGUMENT", f"{field}: {message}", field)
+                raise ServiceError("INVALID_ARGUMENT", f"{field}: {message}", field)
         try:
+            self.resolve_devices(out)
             self.adapter.check_extra_values(dict(out.extra))
             self.adapter.check_spec(
                 TrainSpec.from_spec(json_format.MessageToDict(out), task_name(out.task_type))
             )
         except SpecError as exc:
-            raise JobError("INVALID_ARGUMENT", exc.message, exc.field) from None
+            raise ServiceError("INVALID_ARGUMENT", exc.message, exc.field) from None
         return out
 
-    def check_device(self, device: str) -> None:
-        """FAILED_PRECONDITION when ``device`` asks for a GPU this trainer does not have."""
-        if not device.startswith("cuda"):
+    def resolve_devices(self, spec: trainer_pb2.TrainingSpec) -> None:
+        """Check ``spec.device`` / ``spec.devices`` (SpecError) and settle them in ``spec``:
+        a GPU list sets ``devices`` to its length; several processes on an empty device
+        become "cuda" when this trainer has a GPU, else "cpu"."""
+        placement = parse_devices(spec.device, spec.devices)
+        if placement.gpus and placement.world_size > 1:
+            spec.devices = placement.world_size
+        if placement.world_size <= 1:
+            return
+        if not placement.kind:
+            self.device_known.wait(15)
+            spec.device = "cuda" if self.gpus else "cpu"
+            placement = parse_devices(spec.device, spec.devices)
+        kinds = self.adapter.distributed_devices
+        if placement.kind not in kinds:
+            framework = self.adapter.framework
+            if not kinds:
+                why = f"the {framework} trainer trains a job in one process only"
+            else:
+                why = (
+                    f"the {framework} trainer trains one job on several processes only with "
+                    f"device {' or '.join(kinds)} (its own distributed training)"
+                )
+            raise SpecError(
+                "spec.devices",
+                f"spec.device {spec.device!r} with devices={placement.world_size}: {why}; "
+                "train with devices=1 or on GPUs",
+            )
+
+    def check_device(self, device: str, devices: int = 0) -> None:
+        """FAILED_PRECONDITION when the spec asks for GPUs this trainer does not have."""
+        placement = parse_devices(device, devices)
+        if placement.kind != "cuda":
             return
         self.device_known.wait(15)  # nvidia-smi answers within its 10 s timeout
-        index = int(device.partition(":")[2] or 0)
+        if placement.world_size > 1 or len(placement.gpus) > 1:
+            self._check_gpu_count(device, placement)
+            return
+        index = placement.gpus[0] if placement.gpus else 0
         if self.gpus == 0:
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"spec.device {device!r}: this {self.adapter.framework} trainer has no CUDA "
                 f"device (GetCapabilities.device is {self.device!r}); train with device 'cpu' "
@@ -445,15 +443,33 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 "spec.device",
             )
         if index >= self.gpus:
-            raise JobError(
+            raise ServiceError(
                 "FAILED_PRECONDITION",
                 f"spec.device {device!r}: this trainer has {self.gpus} GPU(s), "
                 f"cuda:0..cuda:{self.gpus - 1}",
                 "spec.device",
             )
 
+    def _check_gpu_count(self, device: str, placement: Placement) -> None:
+        needed = placement.gpus_needed()
+        if needed <= self.gpus:
+            return
+        if placement.gpus:
+            asked = f"spec.device {device!r} needs GPUs up to cuda:{needed - 1}"
+        else:
+            asked = (
+                f"spec.device {device!r} with devices={placement.world_size} needs {needed} GPUs"
+            )
+        have = f"cuda:0..cuda:{self.gpus - 1}" if self.gpus else "none"
+        raise ServiceError(
+            "FAILED_PRECONDITION",
+            f"{asked}, but this {self.adapter.framework} trainer has {self.gpus} GPU(s) "
+            f"({have}; GetCapabilities.device is {self.device!r}); ask for fewer devices "
+            "or use a trainer with more GPUs",
+            "spec.devices" if not placement.gpus else "spec.device",
+        )
+
     # -- RPCs -----------------------------------------------------------------------------
-    @handle_errors
     def StartTraining(self, request, context):
         manager = self._manager()
         owner, token = _identity()
@@ -473,13 +489,13 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         """ALREADY_EXISTS when a request_id comes back with a spec other than its job's."""
         try:
             asked = json_format.MessageToDict(self.resolve_spec(request.spec))
-        except JobError:
+        except ServiceError:
             asked = json_format.MessageToDict(request.spec)
         first = existing.record.spec
         if asked == first:
             return
         fields = sorted(k for k in set(asked) | set(first) if asked.get(k) != first.get(k))
-        raise JobError(
+        raise ServiceError(
             "ALREADY_EXISTS",
             f"request_id {request.request_id!r} already started {existing.record.name} with "
             f"another spec (differing: {', '.join(fields)}); send a new request_id to start "
@@ -491,11 +507,11 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         manager = self._manager()
         spec = self.resolve_spec(request.spec)
         task = task_name(spec.task_type)
-        self.check_device(spec.device)
+        self.check_device(spec.device, spec.devices)
         init_key = self.start_weights(spec, task, owner)  # pretrained / init_from weights
         manager.check_capacity()
         if self.dataset is None:
-            raise JobError("UNAVAILABLE", "no dataset service configured")
+            raise ServiceError("UNAVAILABLE", "no dataset service configured")
         job_id = manager.new_job_id()
         name = records.job_name(self.adapter.framework, job_id)
 
@@ -510,9 +526,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 token,
             )
 
-        def refuse(dataset: str, report: Any, why: str = "") -> JobError:
+        def refuse(dataset: str, report: Any, why: str = "") -> ServiceError:
             reasons = "; ".join(report.errors) or "no usable annotations"
-            return JobError(
+            return ServiceError(
                 "FAILED_PRECONDITION",
                 f"{dataset} cannot train {task}: {reasons}{why}",
                 "spec.task_type",
@@ -531,7 +547,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             snapshot.manifest_key or self.dataset.get_snapshot(snapshot.name, token).manifest_key
         )
         if not manifest_key:
-            raise JobError("FAILED_PRECONDITION", f"{snapshot.name} has no manifest")
+            raise ServiceError("FAILED_PRECONDITION", f"{snapshot.name} has no manifest")
         conversion = ""
         if report.conversion:
             conversion = (
@@ -560,11 +576,9 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         )
         return manager.submit(record)
 
-    @handle_errors
     def GetJob(self, request, context):
         return trainer_pb2.GetJobResponse(job=self._proto(self._job(request.name)))
 
-    @handle_errors
     def ListJobs(self, request, context):
         owner, _ = _identity()
         self._check_parent(request.parent, allow_all=True)
@@ -586,7 +600,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         size = request.page_size if request.page_size > 0 else 50
         size = min(size, 1000)
         if request.page_token and not PAGE_TOKEN_RE.match(request.page_token):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"page_token {request.page_token[:40]!r} is not one this trainer issued: send "
                 "the next_page_token of the previous page, or none for the first page",
@@ -599,13 +613,11 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             jobs=[self._proto(j) for j in page], next_page_token=token
         )
 
-    @handle_errors
     def CancelJob(self, request, context):
         job = self._job(request.name)
         self._manager().cancel(job, request.stop_early)
         return trainer_pb2.CancelJobResponse(job=self._proto(job))
 
-    @handle_errors
     def ResumeJob(self, request, context):
         job = self._job(request.name)
         self._manager().resume(job)
@@ -619,7 +631,6 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         if not context.add_callback(wake):
             wake()
 
-    @handle_stream_errors
     def StreamMetrics(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
@@ -634,7 +645,6 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 reply.metrics.CopyFrom(records.epoch_to_proto(item))
             yield reply
 
-    @handle_stream_errors
     def StreamLogs(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
@@ -644,16 +654,15 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         ):
             yield trainer_pb2.StreamLogsResponse(lines=chunk)
 
-    @handle_errors
     def Predict(self, request, context):
         job = self._job(request.name)
         manager = self._manager()
         if not request.image:
-            raise JobError("INVALID_ARGUMENT", "image is empty", "image")
+            raise ServiceError("INVALID_ARGUMENT", "image is empty", "image")
         check_image(request.image)
         which = (request.checkpoint or "best").removesuffix(".pt")
         if which not in ("best", "last") and not re.match(r"^epoch_\d+$", which):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT", "checkpoint must be best, last or epoch_<n>", "checkpoint"
             )
         record = job.record
@@ -664,13 +673,13 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
             try:
                 manager.store.download(key, local)
             except KeyNotFound:
-                raise JobError(
+                raise ServiceError(
                     "FAILED_PRECONDITION",
                     f"{record.name} has no {which}.pt yet ({key}): wait for an epoch to finish",
                     "checkpoint",
                 ) from None
         if self.predict_pool is None:
-            raise JobError("UNIMPLEMENTED", "prediction is not available on this trainer")
+            raise ServiceError("UNIMPLEMENTED", "prediction is not available on this trainer")
         try:
             reply = self.predict_pool.predict(
                 {
@@ -680,7 +689,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                     "class_names": record.class_names,
                     "confidence": request.confidence_threshold or 0.25,
                     "max_detections": request.max_detections or 100,
-                    "device": str(record.spec.get("device", "")),
+                    "device": single_device(str(record.spec.get("device", ""))),
                 }
             )
         except PredictError as exc:
@@ -692,18 +701,17 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                 "broken data stream",
             )
             if any(text in message for text in unreadable):
-                raise JobError(
+                raise ServiceError(
                     "INVALID_ARGUMENT", f"image is not a readable picture: {message}", "image"
                 ) from None
-            raise JobError("INTERNAL", f"prediction failed: {message}") from None
+            raise ServiceError("INTERNAL", f"prediction failed: {message}") from None
         return self._prediction(record, reply, key)
 
-    @handle_stream_errors
     def DownloadCheckpoint(self, request, context):
         owner, _ = _identity()
         match = records.CHECKPOINT_NAME_RE.match(request.name or "")
         if not match:
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f"name {request.name!r} is not trainers/{{framework}}/jobs/{{job_id}}/"
                 "checkpoints/{best.pt|last.pt|epoch_<n>.pt}",
@@ -715,7 +723,7 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
         try:
             reader = self._manager().store.open_read(key)
         except KeyNotFound:
-            raise JobError(
+            raise ServiceError(
                 "NOT_FOUND",
                 f"{job.record.name} has no {filename} ({key}): it is written when an epoch "
                 "ends (best.pt when the metric improves)",
@@ -780,7 +788,7 @@ def _parse_filter(text: str) -> list[tuple[str, str]]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or key not in ("state", "dataset", "model"):
-            raise JobError(
+            raise ServiceError(
                 "INVALID_ARGUMENT",
                 f'unsupported filter {part!r}: use state=JOB_STATE_..., dataset="datasets/..." '
                 "or model=NAME",

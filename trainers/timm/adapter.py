@@ -63,6 +63,7 @@ class TimmAdapter(EngineAdapter):
     framework = "timm"
     engine_module = "trainers.timm.engine"
     child_env = OFFLINE_ENV
+    distributed_devices = ("cpu", "cuda")  # torch.distributed in the torch loop
 
     def models(self) -> list[ModelSpec]:
         return [

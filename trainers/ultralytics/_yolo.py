@@ -6,13 +6,24 @@ Offline by construction (FRAMEWORK-NOTES.md lists every call): ``YOLO_OFFLINE=1`
 every integration off, a private ``MPLCONFIGDIR``, models built from ``<name>.yaml`` or a local
 file, resume from an absolute ``last.pt`` path, and on CUDA ``check_amp`` replaced by a function
 returning True (AMP stays on without downloading yolo26n.pt).
+
+Several GPUs for one job (a device list "0,1", or "cuda" with ``devices`` N) run
+ultralytics' own DDP: it trains in ``torch.distributed.run`` children it starts itself,
+rebuilding the trainer there with its callbacks (cloudpickled), so the epoch callbacks
+cannot reach this process's job. In that mode its rank 0 writes each finished epoch
+(metrics and a copy of last.pt) into ``<work_dir>/ddp-epochs``, and a relay thread here
+reports them in order; a stop request becomes a ``stop`` file there that rank 0's callback
+turns into ``trainer.stop`` (ultralytics broadcasts it to every rank).
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +36,7 @@ from trainers.runtime.adapter import (
     POSE_ESTIMATION,
     JobContext,
     Prediction,
+    single_device,
 )
 
 _SETTINGS_OFF = {
@@ -93,7 +105,11 @@ def parse_extra(value: str) -> Any:
     return parsed if isinstance(parsed, (bool, int, float, str)) or parsed is None else value
 
 
-def ultralytics_device(device: str) -> str:
+def ultralytics_device(device: str, devices: int = 1) -> str:
+    """ultralytics' device argument: "cpu", "0", or "0,1" for its DDP (``devices`` > 1 with
+    "cuda": the first ``devices`` GPUs)."""
+    if device == "cuda" and devices > 1:
+        return ",".join(str(i) for i in range(devices))
     if device in ("", "cpu"):
         return device or "cpu"
     if device == "cuda":
@@ -217,6 +233,25 @@ def normalize_metrics(raw: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _epoch_report(trainer: Any, state: dict[str, Any]) -> dict[str, Any] | None:
+    """The epoch ``on_fit_epoch_end`` just ended (``epoch`` 1-based, ``values``, ``last``:
+    last.pt or None, ``is_best``, ``images``), or None for the extra call ultralytics makes
+    after the final evaluation of best.pt (epoch == epochs, no training epoch in between).
+    ``state["pending"]`` is the 0-based epoch ``on_train_epoch_end`` saw last."""
+    if state.get("pending") is None or state["pending"] != trainer.epoch:
+        return None
+    state["pending"] = None
+    last = Path(trainer.last)
+    is_best = trainer.fitness is not None and trainer.best_fitness == trainer.fitness
+    return {
+        "epoch": trainer.epoch + 1,
+        "values": _trainer_metrics(trainer),
+        "last": last if last.exists() else None,
+        "is_best": bool(is_best),
+        "images": len(trainer.train_loader.dataset) if trainer.train_loader else 0,
+    }
+
+
 def _trainer_metrics(trainer: Any) -> dict[str, float]:
     raw: dict[str, Any] = {}
     if getattr(trainer, "tloss", None) is not None:
@@ -234,9 +269,10 @@ def train(adapter: Any, job: JobContext) -> None:
     setup_offline(job.work_dir / "ultralytics-config")
     from ultralytics import YOLO
 
-    device = ultralytics_device(spec.device)
+    device = ultralytics_device(spec.device, spec.devices)
     if device not in ("cpu", "mps"):
         keep_amp_without_network()
+    distributed = "," in device
     data = build_view(job.dataset_dir, spec.task_type, job.work_dir)
     save_dir = job.work_dir.resolve() / "runs" / "train"
     extras = {k: parse_extra(v) for k, v in spec.extra.items()}
@@ -279,34 +315,133 @@ def train(adapter: Any, job: JobContext) -> None:
         state["pending"] = trainer.epoch
 
     def on_fit_epoch_end(trainer: Any) -> None:
-        # ultralytics calls this once more after the final evaluation of best.pt, with
-        # epoch == epochs and no training epoch in between: that call is not an epoch.
-        if state["pending"] is None or state["pending"] != trainer.epoch:
+        report = _epoch_report(trainer, state)
+        if report is None:
             return
-        state["pending"] = None
-        last = Path(trainer.last)
-        is_best = trainer.fitness is not None and trainer.best_fitness == trainer.fitness
-        images = len(trainer.train_loader.dataset) if trainer.train_loader else 0
         stop = job.report_epoch(
-            trainer.epoch + 1,
-            _trainer_metrics(trainer),
-            checkpoint=last if last.exists() else None,
-            images_seen=images,
-            is_best=bool(is_best),
+            report["epoch"],
+            report["values"],
+            checkpoint=report["last"],
+            images_seen=report["images"],
+            is_best=report["is_best"],
         )
         if stop or job.should_stop():
             trainer.stop = True
 
-    model.add_callback("on_train_epoch_end", on_train_epoch_end)
-    model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+    relay = None
+    if distributed:
+        relay = DDPEpochRelay(job, job.work_dir.resolve() / "ddp-epochs")
+        job.log(f"ultralytics DDP on GPUs {device} ({len(device.split(','))} processes)")
+        add_ddp_callbacks(model, relay)
+        relay.start()
+    else:
+        model.add_callback("on_train_epoch_end", on_train_epoch_end)
+        model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
     started = time.monotonic()
-    model.train(**kwargs)
+    try:
+        model.train(**kwargs)
+    finally:
+        if relay is not None:
+            relay.finish()
     job.log(f"ultralytics training finished in {time.monotonic() - started:.1f}s")
     # ultralytics strips the optimizer from best.pt at the end (strip_optimizer): store that.
     best = save_dir / "weights" / "best.pt"
     replace = getattr(job, "replace_checkpoint", None)
     if replace is not None and best.is_file():
         replace("best.pt", best)
+
+
+# -- ultralytics DDP: epochs relayed from its rank 0 ---------------------------------------
+
+
+def add_ddp_callbacks(model: Any, relay: DDPEpochRelay) -> None:
+    """The callbacks ultralytics' DDP children run (picklable: no closure over the job)."""
+    model.add_callback("on_pretrain_routine_start", _ddp_pretrain)
+    model.add_callback("on_train_epoch_end", _ddp_train_epoch_end)
+    model.add_callback("on_fit_epoch_end", functools.partial(_ddp_fit_epoch_end, relay.path))
+
+
+def _ddp_pretrain(trainer: Any) -> None:
+    """In ultralytics' DDP children: keep AMP without its networked check there too."""
+    keep_amp_without_network()
+
+
+def _ddp_train_epoch_end(trainer: Any) -> None:
+    trainer.__dict__.setdefault("_visionmesh", {})["pending"] = trainer.epoch
+
+
+def _ddp_fit_epoch_end(folder: str, trainer: Any) -> None:
+    """In ultralytics' DDP rank 0: write the epoch for :class:`DDPEpochRelay` (a copy of
+    last.pt, then its JSON by an atomic rename), wait until the relay has reported it (as
+    a single process does, so a stop request takes effect after this very epoch), and stop
+    when the relay asks."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    report = _epoch_report(trainer, trainer.__dict__.setdefault("_visionmesh", {}))
+    out = Path(folder)
+    if report is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        n = report["epoch"]
+        if report["last"] is not None:
+            shutil.copyfile(report["last"], out / f"epoch_{n}.pt")
+        doc = {k: report[k] for k in ("epoch", "values", "is_best", "images")}
+        doc["checkpoint"] = report["last"] is not None
+        (out / f".epoch_{n}.json.tmp").write_text(json.dumps(doc))
+        os.replace(out / f".epoch_{n}.json.tmp", out / f"epoch_{n}.json")
+        deadline = time.monotonic() + RELAY_WAIT_SECONDS
+        while not (out / f"reported_{n}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if (out / "stop").exists():
+        trainer.stop = True
+
+
+#: How long ultralytics' DDP rank 0 waits for an epoch to be reported before going on.
+RELAY_WAIT_SECONDS = 120.0
+
+
+class DDPEpochRelay(threading.Thread):
+    """Reports, in this (the job's) process, the epochs ultralytics' DDP rank 0 writes to
+    ``path`` (``epoch_<n>.json`` + ``epoch_<n>.pt``), each once and in order; writes
+    ``path/stop`` when the runtime asks the job to stop, then ``path/reported_<n>``."""
+
+    def __init__(self, job: JobContext, path: Path) -> None:
+        super().__init__(daemon=True, name="ddp-epochs")
+        self.job = job
+        self.path = str(path)
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        self.done: set[int] = set()
+        self._finished = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self._finished.wait(0.1):
+            self.sweep()
+
+    def finish(self) -> None:
+        self._finished.set()
+        self.join(timeout=10)
+        self.sweep()
+
+    def sweep(self) -> None:
+        with self._lock:
+            folder = Path(self.path)
+            found = sorted(int(p.stem.removeprefix("epoch_")) for p in folder.glob("epoch_*.json"))
+            for n in (e for e in found if e not in self.done):
+                doc = json.loads((folder / f"epoch_{n}.json").read_text())
+                checkpoint = folder / f"epoch_{n}.pt" if doc.get("checkpoint") else None
+                stop = self.job.report_epoch(
+                    n,
+                    doc["values"],
+                    checkpoint=checkpoint,
+                    images_seen=int(doc.get("images", 0)),
+                    is_best=bool(doc.get("is_best")),
+                )
+                self.done.add(n)
+                (folder / f"epoch_{n - 2}.pt").unlink(missing_ok=True)
+                if stop or self.job.should_stop():
+                    (folder / "stop").touch()
+                (folder / f"reported_{n}").touch()
 
 
 # -- prediction -----------------------------------------------------------------------------
@@ -346,7 +481,7 @@ def predict(
         img,
         conf=confidence,
         max_det=max_detections,
-        device=ultralytics_device(device),
+        device=ultralytics_device(single_device(device)),
         verbose=False,
     )[0]
     names = result.names or dict(enumerate(class_names))
@@ -443,7 +578,7 @@ def evaluate(adapter: Any, job: JobContext, checkpoint: Path) -> dict[str, Any]:
         data=str(data),
         imgsz=spec.image_size,
         batch=spec.batch_size,
-        device=ultralytics_device(spec.device),
+        device=ultralytics_device(single_device(spec.device)),
         plots=True,  # PR curve data are kept only when plotting
         project=str(save_dir),
         name="evaluation",

@@ -126,6 +126,7 @@ def default_cfg_keys() -> frozenset[str]:
 
 class UltralyticsAdapter(FrameworkAdapter):
     framework = "ultralytics"
+    distributed_devices = ("cuda",)  # ultralytics' own DDP runs on GPUs only
 
     def models(self) -> list[ModelSpec]:
         return [

@@ -215,19 +215,12 @@ class Progress:
 def _details(err: grpc.RpcError) -> list[str]:
     """google.rpc.BadRequest field violations of an error, as 'field: description'."""
     try:
-        from google.rpc import error_details_pb2
-        from grpc_status import rpc_status
+        from visionmesh.errors import bad_request_fields
 
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        fields = bad_request_fields(err)
     except Exception:
         return []
-    lines = []
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            lines.extend(f"{v.field}: {v.description}" for v in bad.field_violations)
-    return lines
+    return [f"{field}: {description}" for field, description in fields.items()]
 
 
 def rpc_failure(err: grpc.RpcError, args: argparse.Namespace | None = None) -> int:

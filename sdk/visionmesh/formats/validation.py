@@ -235,16 +235,51 @@ def _screen(
     if not set(map(type, areas)) <= {int, float, type(None)}:
         flagged.update(i for i, v in enumerate(areas) if type(v) not in (int, float, type(None)))
     else:
-        given = [i for i, v in enumerate(areas) if v is not None]
-        values = np.asarray([areas[i] for i in given], dtype=np.float64)
+        if None in areas:
+            given = [i for i, v in enumerate(areas) if v is not None]
+            values = np.asarray([areas[i] for i in given], dtype=np.float64)
+        else:  # every area given: no index list to make
+            given = range(n)
+            values = np.fromiter(areas, dtype=np.float64, count=n)
         bad = ~(np.isfinite(values) & (values >= 0))
         flagged.update(given[k] for k in np.flatnonzero(bad).tolist())
     wh_all = image_sizes(image_ids, sizes)
     flagged |= _screen_boxes(anns, wh_all)
-    flagged |= _screen_polygons(anns)
-    flagged |= _screen_polygon_bounds(anns, wh_all)
+    segs = [a.segmentation for a in anns]
+    single = _single_buffer_polygons(segs)
+    if single is not None:
+        flagged |= _screen_extents(single, np.arange(n, dtype=np.int64), wh_all)
+    else:
+        flagged |= _screen_polygons(anns)
+        flagged |= _screen_polygon_bounds(anns, wh_all)
     flagged.update(i for i, a in enumerate(anns) if a.keypoints is not None)
     return flagged
+
+
+def _single_buffer_polygons(segs: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """The usual case in one go: every annotation has exactly one polygon, a slice of a
+    1-D float64 buffer (as fastjson reads them) with an even count of at least 6 finite
+    numbers. Returns (coordinates one after another, count per polygon), else None."""
+    if not segs or set(map(type, segs)) != {list} or set(map(len, segs)) != {1}:
+        return None
+    polys = [s[0] for s in segs]
+    if set(map(type, polys)) != {np.ndarray}:
+        return None
+    bases = {id(p.base): p.base for p in polys}
+    if not all(
+        type(b) is np.ndarray and b.ndim == 1 and b.dtype == np.float64 for b in bases.values()
+    ):
+        return None
+    lengths = np.fromiter(map(len, polys), dtype=np.int64, count=len(polys))
+    if lengths.min() < 6 or (lengths & 1).any():
+        return None
+    try:
+        flat = np.concatenate(polys)
+    except ValueError:  # arrays of other shapes
+        return None
+    if flat.ndim != 1 or flat.size != int(lengths.sum()) or not np.isfinite(flat).all():
+        return None
+    return flat, lengths
 
 
 def _screen_polygons(anns: list) -> set[int]:
@@ -337,6 +372,15 @@ def _screen_polygon_bounds(anns: list, wh_all: np.ndarray) -> set[int]:
         return set(owner.tolist())
     if flat.ndim != 1 or flat.size != int(lengths.sum()):
         return set(owner.tolist())
+    return _screen_extents((flat, lengths), owner, wh_all)
+
+
+def _screen_extents(
+    polygons: tuple[np.ndarray, np.ndarray], owner: np.ndarray, wh_all: np.ndarray
+) -> set[int]:
+    """Owners of the polygons (flat coordinates, count per polygon) that reach outside
+    their image or hold a non-finite number."""
+    flat, lengths = polygons
     tol = BBOX_TOLERANCE
     starts = np.cumsum(lengths // 2) - lengths // 2
     xs, ys = flat[0::2], flat[1::2]

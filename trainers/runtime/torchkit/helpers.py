@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainers.runtime.adapter import single_device
+
 
 def extra_value(spec_extra: Mapping[str, str], key: str, default: Any, kind: type) -> Any:
     raw = spec_extra.get(key, "")
@@ -54,7 +56,8 @@ def load_training_state(ckpt: Mapping[str, Any], model, optimizer, scheduler, sc
 
 
 def resolve_device(name: str) -> torch.device:
-    name = (name or "").strip()
+    """The torch device of ``TrainingSpec.device`` for one process (a GPU list: its first)."""
+    name = single_device((name or "").strip())
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

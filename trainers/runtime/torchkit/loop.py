@@ -11,6 +11,14 @@ One checkpoint file per epoch carries everything a resume or a Predict needs: th
 fields written here (format, framework, task, model name, class names, image size, epoch,
 metrics, early-stopping state, model / optimizer / scheduler / grad-scaler state) plus the
 engine's :meth:`TorchTrainer.checkpoint_fields`.
+
+Distributed data parallel (``spec.devices`` > 1, or a GPU list) is done here once for
+every engine (:mod:`.distributed`): ``world_size`` processes, each with its shard of the
+training set (DistributedSampler, ``batch_size`` split among them) and the model wrapped
+in DistributedDataParallel while :meth:`TorchTrainer.train_step` runs (``self.model`` is
+the bare module everywhere else). Rank 0 validates, checkpoints, reports and logs; the
+epoch's training losses are averaged over all ranks and every rank runs
+:meth:`TorchTrainer.after_epoch` with rank 0's values, so schedules stay in step.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import torch
 
 from trainers.runtime.adapter import JobContext
 from trainers.runtime.torchkit import helpers
+from trainers.runtime.torchkit.distributed import Team, launched
 from trainers.runtime.torchkit.epochs import EpochBook
 
 
@@ -35,6 +44,10 @@ class TorchTrainer:
     best_metric = "val/loss"  #: the metric EpochBook picks the best epoch and patience by
     collate_fn: Any = None  #: DataLoader collate function (None: torch's default)
     grad_clip = 0.0  #: max gradient norm; 0 = off
+    #: DistributedDataParallel's find_unused_parameters (models whose loss skips parameters)
+    find_unused_parameters = False
+    team = Team()  #: the processes training this job (one unless distributed)
+    train_sampler: Any = None  #: this rank's DistributedSampler (None: one process)
 
     def __init__(self, job: JobContext) -> None:
         self.job = job
@@ -61,9 +74,22 @@ class TorchTrainer:
     # --- the loop ------------------------------------------------------------------------
 
     def run(self) -> None:
-        job, spec = self.job, self.spec
+        placement = self.spec.placement()
+        if placement.world_size <= 1:
+            self.train_loop()
+            return
+        with launched(type(self), self.job, placement) as team:
+            self.team = team
+            self.train_loop()
+
+    def train_loop(self) -> None:
+        """Train every epoch in this process (rank ``self.team.rank`` of a distributed job)."""
+        job, spec, team = self.job, self.spec, self.team
         self.check()
-        self.device = helpers.resolve_device(spec.device)
+        if team.size > 1:
+            self.device = torch.device(spec.placement().rank_device(team.rank))
+        else:
+            self.device = helpers.resolve_device(spec.device)
         helpers.seed_everything(self.seed)
         if job.resume_from:
             self.resume = self.load_checkpoint(Path(job.resume_from))
@@ -77,6 +103,8 @@ class TorchTrainer:
             self.image_size = int(self.resume["image_size"])
         self.model = self.build_model()
         self.model.to(self.device)
+        if team.rank:  # the same initial weights everywhere, other augmentations per rank
+            helpers.seed_everything(self.rank_seed(self.seed))
         self.train_set, self.val_set = self.build_datasets()
         if len(self.train_set) == 0:
             raise ValueError(f"no training images in the prepared dataset {job.dataset_dir}")
@@ -95,31 +123,90 @@ class TorchTrainer:
             )
             start_epoch = book.restore(self.resume)
             # Different epochs' shuffles and augmentations even after a resume.
-            self.generator.manual_seed(self.seed + start_epoch)
-            random.seed(self.seed + start_epoch)
+            self.generator.manual_seed(self.rank_seed(self.seed + start_epoch))
+            random.seed(self.rank_seed(self.seed + start_epoch))
             job.log(f"resuming {spec.model} at epoch {start_epoch}/{spec.epochs}")
         else:
             self.start_schedule()
         job.log(self.describe())
 
+        bare, trained = self.model, self.model
+        if team.size > 1:
+            trained = torch.nn.parallel.DistributedDataParallel(
+                bare,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.find_unused_parameters,
+            )
+        per_rank: list[int] = [0] * team.size
         for epoch in range(start_epoch, self.epochs + 1):
-            values, seen = self.train_epoch(train_loader, epoch)
-            if len(self.val_set):
+            if self.train_sampler is not None:
+                self.train_sampler.set_epoch(epoch)
+            self.model = trained  # train_step's forward syncs gradients across ranks
+            try:
+                values, seen = self.train_epoch(train_loader, epoch)
+            finally:
+                self.model = bare
+            values, seen = self.combine(values, seen, per_rank)
+            if len(self.val_set) and team.leader:
                 self.model.eval()
                 with torch.no_grad():
                     values.update(self.validate())
+            values = team.share(values)
             book.update(epoch, values)
             self.after_epoch(epoch, values)
-            if book.finish(epoch, values, self.checkpoint(epoch, values, book), images_seen=seen):
-                return
+            stop = team.leader and book.finish(
+                epoch, values, self.checkpoint(epoch, values, book), images_seen=seen
+            )
+            if team.share(stop):
+                break
+        if team.size > 1:
+            job.log(
+                f"distributed: {team.size} {team.backend} processes trained "
+                + ", ".join(f"rank {r}: {n} images" for r, n in enumerate(per_rank))
+                + " (all epochs)"
+            )
+
+    def rank_seed(self, seed: int) -> int:
+        """``seed`` on rank 0 (as a single process), a different one on each other rank."""
+        return seed + 100_003 * self.team.rank
+
+    def combine(
+        self, values: dict[str, float], seen: int, per_rank: list[int]
+    ) -> tuple[dict[str, float], int]:
+        """The epoch's training values over all ranks (losses weighted by images seen; rank
+        0's ``lr``) and the images all ranks saw; ``per_rank`` adds up each rank's images."""
+        if self.team.size == 1:
+            per_rank[0] += seen
+            return values, seen
+        parts = self.team.gather((values, seen))
+        total = sum(n for _, n in parts)
+        for rank, (_, n) in enumerate(parts):
+            per_rank[rank] += n
+        merged = {
+            name: sum(v.get(name, 0.0) * n for v, n in parts) / max(total, 1)
+            for name in values
+            if name != "lr"
+        }
+        merged["lr"] = values["lr"]
+        return merged, total
 
     def build_loaders(self):
-        """(train loader: shuffled with a seeded generator, val loader)."""
+        """(train loader: shuffled with a seeded generator, val loader). Distributed: each
+        rank reads its shard (DistributedSampler, seeded by the job's seed and the epoch)
+        with ``batch_size / world_size`` images per step."""
+        size = self.team.size
         workers = self.option("workers", 0, int) or (
-            0 if self.device.type == "cpu" else min(8, os.cpu_count() or 2)
+            0 if self.device.type == "cpu" else min(8, max((os.cpu_count() or 2) // size, 1))
         )
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.generator = torch.Generator().manual_seed(self.rank_seed(self.seed))
         batch_size = max(1, min(int(self.spec.batch_size), len(self.train_set)))
+        shard = len(self.train_set)
+        if size > 1:
+            self.train_sampler = torch.utils.data.DistributedSampler(
+                self.train_set, num_replicas=size, rank=self.team.rank, shuffle=True, seed=self.seed
+            )
+            batch_size = max(1, min(int(self.spec.batch_size) // size, len(self.train_sampler)))
+            shard = len(self.train_sampler)
         loader_args: dict[str, Any] = dict(
             collate_fn=self.collate_fn,
             num_workers=workers,
@@ -130,8 +217,9 @@ class TorchTrainer:
         train_loader = torch.utils.data.DataLoader(
             self.train_set,
             batch_size=batch_size,
-            shuffle=True,
-            drop_last=len(self.train_set) > batch_size,
+            shuffle=self.train_sampler is None,
+            sampler=self.train_sampler,
+            drop_last=shard > batch_size,
             generator=self.generator,
             **loader_args,
         )
@@ -245,8 +333,11 @@ class TorchTrainer:
 
     def summary(self) -> str:
         params = sum(p.numel() for p in self.model.parameters())
+        where = f"device {self.device}"
+        if self.team.size > 1:
+            where += f" and {self.team.size - 1} more process(es) ({self.team.backend})"
         return (
             f"{params / 1e6:.2f}M parameters, {len(self.class_names)} classes, "
             f"{self.image_size}px, {len(self.train_set)} train / {len(self.val_set)} val "
-            f"images, device {self.device}"
+            f"images, {where}"
         )
