@@ -41,8 +41,8 @@ table with their own states (procrastinate: todo/doing/succeeded/failed/cancelle
 aborted), while the trainer needs one table that is both the queue and the job list
 (ListJobs by owner, request-id idempotency, INTERRUPTED and a resume from ``last.pt`` that
 counts ``resume_count``); so either library would have needed a second table kept in step
-with theirs and a separate SQLite path, which is more code than the ~40 lines of lease SQL
-below. The leases follow the usual pattern (SKIP LOCKED claim, lease expiry renewed by a
+with theirs and a separate SQLite path, which is more code than the lease code here (claim,
+heartbeat, reap: about 130 lines). The leases follow the usual pattern (SKIP LOCKED claim, lease expiry renewed by a
 heartbeat, a reaper, a version compare-and-set).
 
 Time: lease times are the database's clock on PostgreSQL (the offset to the local clock is
