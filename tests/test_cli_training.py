@@ -110,6 +110,11 @@ def test_newcomer_errors_name_what_exists(stack) -> None:  # type: ignore[no-unt
     assert wrong_task.code == 1 and "trains image_classification" in wrong_task.stderr
     no_dataset = cli("train", "gone", "--model", "yolo11n")
     assert no_dataset.code == 4 and "no dataset named 'gone'" in no_dataset.stderr
+    # --devices reaches the trainer, which says what it has (this machine has no GPU)
+    gpus = cli("train", "geo", "--model", "resnet18", "--device", "cuda", "--devices", "2")
+    assert gpus.code == 1 and "needs 2 GPUs" in gpus.stderr, gpus
+    bad = cli("train", "geo", "--model", "resnet18", "--device", "0,1", "--devices", "3")
+    assert bad.code == 1 and "spec.devices" in bad.stderr, bad
     anonymous = cli("train", "geo", "--model", "yolo11n", env={"XDG_CONFIG_HOME": "/nonexistent"})
     assert anonymous.code == 3 and "vmesh login" in anonymous.stderr
 

@@ -36,7 +36,8 @@ from tests._trainers import (
     state_name,
     wait_job,
 )
-from tests.test_trainer_hardening import bad_request_fields, refused
+from tests.test_trainer_hardening import refused
+from visionmesh.errors import bad_request_fields
 from visionmesh.v1 import common_pb2, trainer_pb2
 
 pytestmark = pytest.mark.timeout(1200)
@@ -189,7 +190,7 @@ def test_devices_are_checked_at_start(timm_mesh, dataset_server, tmp_path_factor
     def refuse(stub, code, field, **fields):
         training = spec(dataset, CLASSIFY, "test_resnet", epochs=1, **SMALL, **fields)
         err = refused(lambda: start_job(stub, training), code)
-        assert bad_request_fields(err) == [field], (fields, err.details())
+        assert list(bad_request_fields(err)) == [field], (fields, err.details())
         return err.details()
 
     invalid = grpc.StatusCode.INVALID_ARGUMENT
@@ -217,7 +218,7 @@ def test_devices_are_checked_at_start(timm_mesh, dataset_server, tmp_path_factor
         for fields in cases:
             training = spec(dataset, "detect", "yolo11n", epochs=1, **SMALL, **fields)
             err = refused(lambda t=training: start_job(stub, t), invalid)
-            assert bad_request_fields(err) == ["spec.devices"]
+            assert list(bad_request_fields(err)) == ["spec.devices"]
             assert "ultralytics" in err.details() and "cuda" in err.details(), err.details()
         if caps.device == "cpu":
             training = spec(dataset, "detect", "yolo11n", epochs=1, device="0,1", **SMALL)

@@ -44,6 +44,10 @@ def test_capabilities_list_models_and_hyperparameters(mesh):
     assert hps["optimizer"].extra and hps["optimizer"].default_value == "adamw"
     assert hps["scheduler"].default_value == "cosine" and "step" in hps["scheduler"].choices
     assert hps["epochs"].default_value and not hps["epochs"].extra
+    # where a job trains: the runtime's, listed for every framework (the web form shows them)
+    assert not hps["device"].extra and hps["device"].default_value == ""
+    assert hps["devices"].type == "int" and hps["devices"].min_value == "1"
+    assert "cpu or cuda" in hps["devices"].description
 
 
 def test_trains_streams_every_epoch_then_predicts(mesh):

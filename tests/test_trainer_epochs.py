@@ -1,4 +1,4 @@
-"""trainers.runtime.epochs.EpochBook: best / stale tracking, patience, checkpoint files."""
+"""trainers.runtime.torchkit.epochs.EpochBook: best / stale tracking, patience, checkpoint files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from tests._job_context import RecordingJob, spec
 from trainers.runtime.adapter import IMAGE_CLASSIFICATION
-from trainers.runtime.epochs import EpochBook
+from trainers.runtime.torchkit.epochs import EpochBook
 
 
 def new_book(tmp_path: Path, patience: int = 0, stop_after: int | None = None):

@@ -346,6 +346,24 @@ class FrameworkAdapter(abc.ABC):
     def models(self) -> list[ModelSpec]:
         """Models this trainer can build; must not import the framework."""
 
+    def placement_hyperparameters(self) -> list[Hyperparameter]:
+        """``device`` and ``devices``: where a job trains; the runtime handles them for every
+        framework, and GetCapabilities lists them after :meth:`hyperparameters`."""
+        kinds = " or ".join(self.distributed_devices)
+        several = (
+            f"processes that train one job together ({kinds}; distributed data parallel)"
+            if kinds
+            else "this trainer trains a job in one process"
+        )
+        return [
+            Hyperparameter(
+                "device", "string", "", "cpu, cuda, cuda:N or a GPU list 0,1; empty picks CUDA"
+            ),
+            Hyperparameter(
+                "devices", "int", "1", several, min_value="1", max_value=str(MAX_DEVICES)
+            ),
+        ]
+
     @abc.abstractmethod
     def hyperparameters(self) -> list[Hyperparameter]:
         """Typed hyperparameters with defaults, and the pass-through ``extra`` keys."""

@@ -284,7 +284,10 @@ class TrainerServicer(ModelsIOMixin, trainer_pb2_grpc.TrainerServiceServicer):
                     max_value=h.max_value,
                     extra=h.extra,
                 )
-                for h in self.adapter.hyperparameters()
+                for h in [
+                    *self.adapter.hyperparameters(),
+                    *self.adapter.placement_hyperparameters(),
+                ]
             ],
         )
 

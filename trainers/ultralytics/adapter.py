@@ -153,7 +153,6 @@ class UltralyticsAdapter(FrameworkAdapter):
             Hyperparameter(
                 "patience", "int", "100", "epochs without improvement before stopping; 0 off"
             ),
-            Hyperparameter("device", "string", "", "cpu, cuda, cuda:N; empty picks CUDA"),
             Hyperparameter("pretrained", "bool", "false", "start from stored weights"),
         ]
         extras = [

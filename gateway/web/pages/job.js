@@ -77,6 +77,7 @@ export async function renderJob({ main, match }) {
       row("Conversion", job.conversion),
       row("Split", `${job.splitGenerated ? "generated" : "from the images"}, seed ${job.splitSeed || 0}`),
       row("Hyperparameters", `${spec.epochs || "default"} epochs · batch ${spec.batchSize || "default"} · ${spec.imageSize || "default"} px`),
+      row("Runs on", [spec.device || "auto", Number(spec.devices || 1) > 1 ? `× ${spec.devices} processes` : "", job.replica ? `· replica ${job.replica}` : ""].filter(Boolean).join(" ")),
       row("Best", best !== undefined ? `epoch ${job.bestEpoch}: ${job.bestMetricName} ${fmt(best)}` : ""),
       row("Created", formatTime(job.createTime)),
       row("Ended", formatTime(job.endTime)),

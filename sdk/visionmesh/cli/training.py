@@ -143,7 +143,18 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=0, dest="batch_size")
     p.add_argument("--imgsz", type=int, default=0, dest="image_size", help="image size")
     p.add_argument("--lr", type=float, default=0.0, dest="learning_rate")
-    p.add_argument("--device", default="", help="cpu, cuda, cuda:N (default: CUDA if present)")
+    p.add_argument(
+        "--device",
+        default="",
+        help="cpu, cuda, cuda:N, or GPUs for one job: 0,1 (default: CUDA if present)",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=0,
+        help="processes that train the job together (distributed data parallel): the first "
+        "N GPUs with cuda, N gloo processes with cpu (default 1)",
+    )
     p.add_argument("--patience", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=0)
@@ -213,6 +224,7 @@ def build_spec(mesh: Mesh, args: argparse.Namespace, dataset: str) -> tuple[str,
         seed=args.seed,
         patience=args.patience,
         device=args.device,
+        devices=args.devices,
         pretrained=args.pretrained,
         extra=extra,
         split_seed=args.split_seed,
@@ -614,7 +626,8 @@ def _print_job(job: trainer_pb2.Job) -> None:
         ("epochs", f"{job.current_epoch}/{job.total_epochs or s.epochs}"),
         (
             "hyperparameters",
-            f"batch {s.batch_size}, image size {s.image_size}, lr {s.learning_rate:g}, device {s.device or 'auto'}",
+            f"batch {s.batch_size}, image size {s.image_size}, lr {s.learning_rate:g}, "
+            f"device {s.device or 'auto'}" + (f" x {s.devices} processes" if s.devices > 1 else ""),
         ),
         ("split seed", f"{job.split_seed}" + (" (generated split)" if job.split_generated else "")),
     ]
@@ -623,6 +636,8 @@ def _print_job(job: trainer_pb2.Job) -> None:
             f"{k} {v:.4f}" for k, v in sorted(job.best_metrics.items()) if k.startswith("val/")
         )
         pairs.append(("best epoch", f"{job.best_epoch} by {job.best_metric_name}: {metrics}"))
+    if job.replica:
+        pairs.append(("replica", job.replica))
     if job.resume_count:
         pairs.append(("resumed", str(job.resume_count)))
     if job.error:
