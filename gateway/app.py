@@ -132,6 +132,7 @@ class Backends:
                 options=[
                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                    *config.CHANNEL_LB_OPTIONS,  # a trainer's replicas: round_robin
                 ],
             )
             self._channels[addr] = channel

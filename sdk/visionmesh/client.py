@@ -174,7 +174,9 @@ class Mesh:
     # channels and stubs
     def _channel(self, addr: str) -> grpc.Channel:
         if addr not in self._channels:
-            self._channels[addr] = grpc.insecure_channel(addr, options=CHANNEL_OPTIONS)
+            self._channels[addr] = grpc.insecure_channel(
+                addr, options=CHANNEL_OPTIONS + config.CHANNEL_LB_OPTIONS
+            )
         channel = self._channels[addr]
         return with_token(channel, lambda: self.token or None) if self.token else channel
 

@@ -1,14 +1,25 @@
 """Jobs of one trainer: queue, child processes, states, persistence, fan-out, recovery.
 
 The server process never imports a framework: each job runs in its own child process
-(:mod:`trainers.runtime.worker`, own process group, killed with its server). The manager keeps
-every job of its framework in memory, mirrors each change to ``runs/<job>/job.json`` in the
-object store, and on start picks up the jobs a previous process left PREPARING/RUNNING
-(INTERRUPTED, then re-queued to resume from ``checkpoints/<job>/last.pt``) or QUEUED.
+(:mod:`trainers.runtime.worker`, own process group, killed with its server).
 
-Limits from the environment: ``VISIONMESH_TRAINER_MAX_JOBS`` (jobs running at once, default
-1) and ``VISIONMESH_TRAINER_QUEUE`` (queued jobs, default 16; beyond it StartTraining answers
-RESOURCE_EXHAUSTED).
+Replicas: the jobs of a framework live in the catalog database (:mod:`trainers.runtime.jobstore`,
+``VISIONMESH_DATABASE_URL``), one shared queue and job list for every replica of the
+framework's trainer; each change is mirrored to ``runs/<job>/job.json`` in the object store
+too. A replica (``VISIONMESH_TRAINER_REPLICA``, default ``host:port-<random>``) claims queued
+jobs while it runs fewer than its limit, renews the leases of the jobs it runs with a heartbeat
+(``VISIONMESH_TRAINER_LEASE_SECONDS``, default 30), and takes back the jobs of a replica that
+stopped renewing them (INTERRUPTED, then resumed from ``checkpoints/<job>/last.pt``). Epochs,
+state changes and log lines are events in the database (NOTIFY on PostgreSQL), so any replica
+answers GetJob, ListJobs, StreamMetrics, StreamLogs, CancelJob and ResumeJob for any job of its
+framework; a cancel or stop for a job another replica runs is a flag on its row that reaches
+that replica by NOTIFY or, at the latest, its next heartbeat. SQLite (the default) allows one
+replica per framework; a restarted replica resumes its jobs at once. ``job.json`` files from
+before the database held jobs are imported on start.
+
+Limits from the environment: ``VISIONMESH_TRAINER_MAX_JOBS`` (jobs this replica runs at once,
+default 1) and ``VISIONMESH_TRAINER_QUEUE`` (jobs waiting in the framework's queue, all
+replicas together, default 16; beyond it StartTraining answers RESOURCE_EXHAUSTED).
 
 Local files: a cancelled job's work folder and predict cache are removed when it ends. The
 dataset cache (``trainer-cache``, see :mod:`trainers.runtime.prepare`) is swept when any job
@@ -20,14 +31,15 @@ rerun on the same data soon after downloads nothing; images nothing links to go 
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,9 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainers.runtime import lifecycle, prepare, records
+from trainers.runtime import jobstore, lifecycle, prepare, records
 from trainers.runtime import worker_protocol as protocol
 from trainers.runtime.adapter import FrameworkAdapter, TrainSpec
+from trainers.runtime.jobstore import JobRow, JobStore, LeaseLost
 from trainers.runtime.records import JobRecord
 from visionmesh.errors import ServiceError
 from visionmesh.store import KeyNotFound, ObjectStore
@@ -50,6 +63,7 @@ log = logging.getLogger("visionmesh.trainer")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MAX_LOG_LINES = 20000
 LOG_FLUSH_SECONDS = 2.0
+LOG_EVENT_SECONDS = 0.2  # log lines of running jobs reach the database (and followers) this often
 CANCEL_GRACE_SECONDS = 5.0
 CACHE_SWEEP_SECONDS = 300.0
 
@@ -59,6 +73,23 @@ def env_int(name: str, default: int, minimum: int) -> int:
         return max(int(os.environ.get(name, "") or default), minimum)
     except ValueError:
         return default
+
+
+def replica_id(address: str = "") -> str:
+    """This replica's name: ``VISIONMESH_TRAINER_REPLICA`` (a pod name), else host:port plus a
+    short random part (a restarted process is a new replica)."""
+    explicit = os.environ.get("VISIONMESH_TRAINER_REPLICA", "").strip()
+    if explicit:
+        return explicit
+    port = address.rsplit(":", 1)[-1] if ":" in address else ""
+    host = socket.gethostname()
+    return f"{host}:{port}-{uuid.uuid4().hex[:6]}" if port else f"{host}-{uuid.uuid4().hex[:6]}"
+
+
+# JobRecord fields a replica copies from its Job into the database row; the state (and the
+# times and error that go with it) change only through a checked transition.
+_STATE_FIELDS = {"state"}
+_RECORD_FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name not in _STATE_FIELDS]
 
 
 @dataclass
@@ -81,6 +112,13 @@ class Job:
     prepared: protocol.PreparedEvent | None = None
     # Streams of this job wait on it (shares the manager's lock; see JobManager.subscribe).
     changed: threading.Condition | None = None
+    # the replica that holds the job's lease (runs it), "" when none
+    replica: str = ""
+    # this replica holds the lease: it runs the job and is the only writer of its record
+    local: bool = False
+    lease_lost: bool = False
+    log_pending: list[str] = field(default_factory=list)  # not yet in the database
+    remote_cancel: bool = False  # another replica asked for a cancel (being done)
 
 
 class JobManager:
@@ -93,6 +131,9 @@ class JobManager:
         store_url: str,
         max_jobs: int | None = None,
         queue_capacity: int | None = None,
+        database_url: str | None = None,
+        replica: str | None = None,
+        address: str = "",
     ) -> None:
         self.adapter = adapter
         self.framework = adapter.framework
@@ -107,35 +148,71 @@ class JobManager:
             if queue_capacity is not None
             else env_int("VISIONMESH_TRAINER_QUEUE", 16, 0)
         )
+        self.replica = replica or replica_id(address)
+        self._db = JobStore(
+            database_url or f"sqlite:///{self.home / 'catalog.db'}",
+            self.framework,
+            self.replica,
+            address=address,
+        )
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
+        # every job this process has looked at (a cache; the database is the truth), and the
+        # ones it runs
         self.jobs: dict[str, Job] = {}
-        self.queue: collections.deque[str] = collections.deque()
         self.running: dict[str, threading.Thread] = {}
-        self.requests: dict[tuple[str, str], str] = {}
         self.pending_requests: dict[tuple[str, str], threading.Event] = {}
         self.draining = False
         self.cache_keep_seconds = env_int("VISIONMESH_TRAINER_CACHE_KEEP_SECONDS", 3600, 0)
         self._stopped = threading.Event()
-        self._scheduler: threading.Thread | None = None
-        self._flusher: threading.Thread | None = None
+        self._opened = False
+        self._claim = threading.Event()  # the queue may have news: try to claim
+        self._threads: list[threading.Thread] = []
         self._wakeups: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._waker: threading.Thread | None = None
         self._last_sweep = 0.0
+        self._positions: tuple[float, dict[str, int]] = (0.0, {})
 
     # -- lifecycle ------------------------------------------------------------------------
+    def open(self) -> None:
+        """Register this replica (ReplicaRefused: a second live replica on SQLite)."""
+        with self.lock:
+            if not self._opened:
+                self._db.open()
+                self._opened = True
+
+    @property
+    def db(self) -> JobStore:
+        """The job store, this replica registered (on first use when :meth:`open` was not
+        called: a manager used without :meth:`start`)."""
+        if not self._opened:
+            self.open()
+        return self._db
+
     def start(self) -> None:
+        self.open()
+        self.db.subscribe(self._on_news)
         self.recover()
-        self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
-        self._scheduler.start()
-        self._flusher = threading.Thread(target=self._flush_logs, name="log-flush", daemon=True)
-        self._flusher.start()
+        for name, target in (
+            ("scheduler", self._schedule),
+            ("log-flush", self._flush_logs),
+            ("log-events", self._pump_logs),
+            ("heartbeat", self._heartbeat),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def recover(self) -> None:
-        """Load this framework's jobs from the store; continue the unfinished ones."""
-        loaded = []
+        """Import the ``job.json`` files the database does not know yet (jobs from before it
+        held them; an unfinished one becomes INTERRUPTED and resumes), then take back the jobs
+        of dead replicas (on SQLite: the previous process's, at once)."""
+        known = {row.job_id for row in self.db.list()}
+        imported = 0
         for key in self.store.list("runs/"):
             if not key.endswith("/job.json") or key.count("/") != 2:
+                continue
+            if key.split("/")[1] in known:
                 continue
             try:
                 record = JobRecord.from_json(self.store.get_bytes(key))
@@ -144,44 +221,34 @@ class JobManager:
                 continue
             if record.framework != self.framework:
                 continue
-            job = Job(record)
-            with contextlib.suppress(KeyNotFound):
-                job.metrics = records.parse_metrics_jsonl(
-                    self.store.get_bytes(records.run_key(record.job_id, "metrics.jsonl"))
+            if record.state in lifecycle.ACTIVE:  # its process is gone
+                lifecycle.transition(record, lifecycle.INTERRUPTED)
+            if self.db.import_record(record):
+                imported += 1
+        if imported:
+            log.info("%s: imported %d job(s) from job.json files", self.framework, imported)
+        interrupted = self.db.reap()
+        for job_id in interrupted:
+            with contextlib.suppress(Exception):
+                self.db.append_event(
+                    job_id,
+                    "log",
+                    [
+                        "[visionmesh] trainer restarted while the job was running: "
+                        "INTERRUPTED, resuming from its last checkpoint"
+                    ],
                 )
-            loaded.append(job)
-        loaded.sort(key=lambda j: j.record.create_time)
-        with self.lock:
-            for job in loaded:
-                record = job.record
-                self.jobs[record.job_id] = job
-                if record.request_id:
-                    self.requests[(record.owner, record.request_id)] = record.job_id
-                if record.state in lifecycle.ACTIVE:
-                    self._append_log(
-                        job,
-                        f"[visionmesh] trainer restarted while the job was {record.state}: "
-                        "INTERRUPTED, resuming from its last checkpoint",
-                    )
-                    self._set_state(job, lifecycle.INTERRUPTED)
-                if record.state == lifecycle.INTERRUPTED:
-                    record.resume_count += 1
-                    job.resume = True
-                    self.queue.append(record.job_id)
-                    self._persist(job)
-                elif record.state == lifecycle.QUEUED:
-                    self.queue.append(record.job_id)
-            if self.queue:
-                log.info("%s: %d job(s) to continue after restart", self.framework, len(self.queue))
-            self.cond.notify_all()
+        self._claim.set()
 
     def drain(self) -> None:
-        """SIGTERM: stop scheduling; running jobs are stopped and left INTERRUPTED (their
-        last.pt from the last finished epoch is in the store); queued jobs stay QUEUED."""
+        """SIGTERM: stop claiming; running jobs are stopped and left INTERRUPTED (their
+        last.pt from the last finished epoch is in the store) with their lease released, so
+        another replica (or this one restarted) resumes them; queued jobs stay QUEUED."""
         with self.lock:
             self.draining = True
             running = [self.jobs[i] for i in self.running]
             self.cond.notify_all()
+        self._claim.set()
         for job in running:
             self._kill(job, signal.SIGTERM)
         deadline = time.monotonic() + 10
@@ -195,10 +262,11 @@ class JobManager:
             thread.join(timeout=5)
         self._stopped.set()
         self._flush_all_logs()
+        if self._opened:
+            self._db.close()
 
     # -- persistence ----------------------------------------------------------------------
-    def _persist(self, job: Job) -> None:
-        job.record.touch()
+    def _mirror(self, job: Job) -> None:
         try:
             self.store.put_bytes(
                 records.run_key(job.record.job_id, "job.json"),
@@ -208,45 +276,146 @@ class JobManager:
         except Exception:
             log.exception("could not persist %s", job.record.name)
 
-    def _set_state(self, job: Job, state: str, error: str = "") -> bool:
-        """Move ``job`` to ``state`` (lock held); an illegal transition is logged and refused."""
+    def _write(
+        self,
+        job: Job,
+        *,
+        target: str | None = None,
+        error: str = "",
+        events: list[tuple[str, Any]] | None = None,
+        **options: Any,
+    ) -> JobRow | None:
+        """Write ``job``'s record to its row (all but the state; with ``target`` the checked
+        transition). The replica that runs the job writes under its lease; None when the
+        database refused (another replica moved the job, or took it over): the Job then shows
+        the row as it is."""
+        mine = dict(job.record.__dict__)
+
+        def change(record: JobRecord) -> None:
+            for name in _RECORD_FIELDS:
+                setattr(record, name, mine[name])
+
+        lease = options.pop("lease", "mine" if job.local else "any")
         try:
-            lifecycle.transition(job.record, state, error=error)
-        except lifecycle.IllegalTransition as exc:
-            log.error("refused: %s", exc)
+            row = self.db.update(
+                job.record.job_id,
+                change,
+                target=target,
+                error=error,
+                lease=lease,
+                events=events,
+                **options,
+            )
+        except (lifecycle.IllegalTransition, LeaseLost) as exc:
+            log.warning("%s: not written: %s", job.record.name, exc)
+            with contextlib.suppress(jobstore.NoSuchJob):
+                self._refresh(job, self.db.get(job.record.job_id))
+            return None
+        except Exception:
+            log.exception("could not write %s to the database", job.record.name)
+            return None
+        job.record.__dict__.update(row.record.__dict__)  # in place: callers hold it
+        job.replica = row.lease_owner or ""
+        return row
+
+    def _persist(self, job: Job, events: list[tuple[str, Any]] | None = None) -> None:
+        job.record.touch()
+        self._write(job, events=events)
+        self._mirror(job)
+        self._news(job)
+
+    def _set_state(self, job: Job, state: str, error: str = "", **options: Any) -> bool:
+        record = job.record
+        if not lifecycle.allowed(record.state, state):
+            log.error(
+                "refused: %s", lifecycle.IllegalTransition(record.job_id, record.state, state)
+            )
             return False
-        self._persist(job)
+        self._send_logs(job)  # what was logged before the change comes before it
+        ok = self._write(job, target=state, error=error, **options) is not None
+        if ok:
+            self._mirror(job)
         self.cond.notify_all()
         self._news(job)
-        return True
+        return ok
+
+    def _refresh(self, job: Job, row: JobRow) -> Job:
+        """Show the row in ``job`` (a job this replica does not run)."""
+        if not job.local:
+            job.record.__dict__.update(row.record.__dict__)
+        job.replica = row.lease_owner or ""
+        return job
+
+    def _cached(self, row: JobRow) -> Job:
+        with self.lock:
+            job = self.jobs.get(row.job_id)
+            if job is None:
+                job = self.jobs[row.job_id] = Job(row.record)
+            return self._refresh(job, row)
 
     # -- logs -----------------------------------------------------------------------------
+    def _history(self, job_id: str) -> list[str]:
+        """The job's log: its log events, or (a job from before the database) log.txt."""
+        lines = [line for e in self.db.events(job_id, kinds=("log",)) for line in e.payload]
+        if lines:
+            return lines
+        with contextlib.suppress(KeyNotFound):
+            text = self.store.get_bytes(records.run_key(job_id, "log.txt"))
+            return text.decode(errors="replace").splitlines()
+        return []
+
     def _ensure_log(self, job: Job) -> list[str]:
         if job.log_lines is None:
-            lines: list[str] = []
-            with contextlib.suppress(KeyNotFound):
-                text = self.store.get_bytes(records.run_key(job.record.job_id, "log.txt"))
-                lines = text.decode(errors="replace").splitlines()
-            job.log_lines = lines[-MAX_LOG_LINES:]
+            job.log_lines = self._history(job.record.job_id)[-MAX_LOG_LINES:]
         return job.log_lines
 
     def _append_log(self, job: Job, line: str) -> None:
         with self.lock:
+            if not job.local:  # a job no replica runs: straight to the database
+                job.log_lines = None
+                try:
+                    self.db.append_event(job.record.job_id, "log", [line])
+                except Exception:
+                    log.exception("could not log to %s", job.record.name)
+                job.log_dirty = True
+                self._news(job)
+                return
             lines = self._ensure_log(job)
             lines.append(line)
             if len(lines) > MAX_LOG_LINES:
                 del lines[: len(lines) - MAX_LOG_LINES]
+            job.log_pending.append(line)
             job.log_dirty = True
-            self.cond.notify_all()
-            self._news(job)
+
+    def _send_logs(self, job: Job) -> None:
+        """Write ``job``'s pending log lines as one event (under the lock, so batches keep
+        their order whichever thread sends them)."""
+        with self.lock:
+            lines, job.log_pending = job.log_pending, []
+            if lines:
+                try:
+                    self.db.append_event(job.record.job_id, "log", lines)
+                except Exception:
+                    log.exception("could not send the log of %s", job.record.name)
+
+    def _pump_logs(self) -> None:
+        while not self._stopped.wait(LOG_EVENT_SECONDS):
+            with self.lock:
+                pending = [j for j in self.jobs.values() if j.log_pending]
+            for job in pending:
+                self._send_logs(job)
 
     def _flush_log(self, job: Job) -> None:
+        self._send_logs(job)
         with self.lock:
-            if not job.log_dirty or job.log_lines is None:
+            if not job.log_dirty:
                 return
-            data = "".join(line + "\n" for line in job.log_lines).encode()
             job.log_dirty = False
             job.log_flushed = time.monotonic()
+            lines = list(job.log_lines) if job.local and job.log_lines is not None else None
+        if lines is None:  # not run here: the whole log from the database
+            lines = self._history(job.record.job_id)
+        data = "".join(line + "\\n" for line in lines).encode()
         try:
             self.store.put_bytes(records.run_key(job.record.job_id, "log.txt"), data, "text/plain")
         except Exception:
@@ -260,7 +429,7 @@ class JobManager:
 
     def _flush_all_logs(self) -> None:
         with self.lock:
-            dirty = [j for j in self.jobs.values() if j.log_dirty]
+            dirty = [j for j in self.jobs.values() if j.log_dirty or j.log_pending]
         for job in dirty:
             self._flush_log(job)
 
@@ -269,15 +438,16 @@ class JobManager:
         return uuid.uuid4().hex[:16]
 
     def lookup_request(self, owner: str, request_id: str) -> Job | None:
-        """The job a previous call with this request_id created, waiting for one in flight."""
+        """The job a previous call with this request_id created (on any replica), waiting
+        for one in flight on this replica."""
         if not request_id:
             return None
         key = (owner, request_id)
         while True:
+            row = self.db.get_by_request(owner, request_id)
+            if row is not None:
+                return self._cached(row)
             with self.lock:
-                job_id = self.requests.get(key)
-                if job_id is not None:
-                    return self.jobs[job_id]
                 pending = self.pending_requests.get(key)
                 if pending is None:
                     self.pending_requests[key] = threading.Event()
@@ -290,41 +460,63 @@ class JobManager:
         if event is not None:
             event.set()
 
+    def _full(self, waiting: int) -> ServiceError:
+        return ServiceError(
+            "RESOURCE_EXHAUSTED",
+            f"the {self.framework} trainer's queue is full ({waiting} job(s) "
+            f"waiting, capacity {self.queue_capacity}); retry later or cancel a job",
+        )
+
     def check_capacity(self) -> None:
         with self.lock:
             if self.draining:
                 raise ServiceError(
                     "UNAVAILABLE", "this trainer is shutting down; try again shortly"
                 )
-            if len(self.queue) >= self.queue_capacity:
-                raise ServiceError(
-                    "RESOURCE_EXHAUSTED",
-                    f"the {self.framework} trainer's queue is full ({len(self.queue)} job(s) "
-                    f"waiting, capacity {self.queue_capacity}); retry later or cancel a job",
-                )
+        waiting = self.db.waiting()
+        if waiting >= self.queue_capacity:
+            raise self._full(waiting)
 
     def submit(self, record: JobRecord) -> Job:
         with self.lock:
-            self.check_capacity()
-            job = Job(record)
-            job.log_lines = []
-            self.jobs[record.job_id] = job
-            if record.request_id:
-                self.requests[(record.owner, record.request_id)] = record.job_id
+            if self.draining:
+                raise ServiceError(
+                    "UNAVAILABLE", "this trainer is shutting down; try again shortly"
+                )
+        try:
+            row, created = self.db.submit(record, self.queue_capacity)
+        except jobstore.QueueFull as exc:
+            raise self._full(exc.waiting) from None
+        self._positions = (0.0, {})
+        if created:  # the caller's record is the job's (as before the database)
+            record.__dict__.update(row.record.__dict__)
+            with self.lock:
+                self.jobs.setdefault(record.job_id, Job(record))
+        job = self._cached(row)
+        if created:
             self._append_log(job, f"[visionmesh] {record.name} queued on {record.snapshot}")
-            self._persist(job)
-            self.queue.append(record.job_id)
-            self.cond.notify_all()
-            return job
+            self._mirror(job)
+        self._claim.set()
+        return job
 
     # -- queries --------------------------------------------------------------------------
     def get(self, job_id: str, owner: str | None) -> Job:
         with self.lock:
             job = self.jobs.get(job_id)
-            if job is None or (owner is not None and job.record.owner != owner):
-                name = records.job_name(self.adapter.framework, job_id)
-                raise ServiceError("NOT_FOUND", f"job {name} not found")
-            return job
+            if job is not None and job.local:
+                if owner is not None and job.record.owner != owner:
+                    job = None
+                else:
+                    return job
+        row = self.db.find(job_id) if records.JOB_ID_RE.match(job_id) else None
+        if (
+            row is None
+            or row.record.framework != self.framework
+            or (owner is not None and row.record.owner != owner)
+        ):
+            name = records.job_name(self.adapter.framework, job_id)
+            raise ServiceError("NOT_FOUND", f"job {name} not found")
+        return self._cached(row)
 
     def owning_framework(self, job_id: str, owner: str) -> str | None:
         """The framework of ``owner``'s job ``job_id`` when another trainer owns it.
@@ -343,49 +535,42 @@ class JobManager:
         return record.framework
 
     def queue_position(self, job_id: str) -> int:
-        with self.lock:
-            try:
-                return self.queue.index(job_id) + 1
-            except ValueError:
-                return 0
+        when, positions = self._positions
+        if time.monotonic() - when > 0.1:  # ListJobs asks for each job of a page
+            positions = self.db.queue_positions()
+            self._positions = (time.monotonic(), positions)
+        return positions.get(job_id, 0)
 
     def list(self, owner: str | None) -> list[Job]:
+        self._positions = (0.0, {})
+        return [self._cached_local(row) for row in self.db.list(owner)]
+
+    def _cached_local(self, row: JobRow) -> Job:
         with self.lock:
-            jobs = [j for j in self.jobs.values() if owner is None or j.record.owner == owner]
-        return sorted(jobs, key=lambda j: j.record.create_time, reverse=True)
+            job = self.jobs.get(row.job_id)
+            if job is not None and job.local:
+                return job
+        return self._cached(row)
 
     # -- control --------------------------------------------------------------------------
     def cancel(self, job: Job, stop_early: bool) -> None:
-        ended = False
+        if not job.local:
+            self._cancel_elsewhere(job, stop_early)
+            return
         with self.lock:
             state = job.record.state
             if state in lifecycle.TERMINAL:
                 raise ServiceError(
                     "FAILED_PRECONDITION", f"{job.record.name} already ended ({state})"
                 )
-            if state in (lifecycle.QUEUED, lifecycle.INTERRUPTED):
-                with contextlib.suppress(ValueError):
-                    self.queue.remove(job.record.job_id)
-                if job.record.job_id not in self.running:
-                    self._append_log(job, "[visionmesh] cancelled before it ran")
-                    if stop_early and job.metrics:
-                        self._set_state(job, lifecycle.SUCCEEDED)
-                    else:
-                        self._set_state(job, lifecycle.CANCELLED)
-                        self._discard_checkpoints(job)
-                    ended = True
-            if not ended and stop_early:
+            if stop_early:
                 job.record.stop_reason = "stop_early"
                 self._append_log(job, "[visionmesh] stop requested: ending after this epoch")
                 self._persist(job)
                 self._request_stop(job)
                 return
-            if not ended:
-                job.cancel_requested = True
-                self._append_log(job, "[visionmesh] cancel requested")
-        if ended:
-            self._after_end(job)
-            return
+            job.cancel_requested = True
+            self._append_log(job, "[visionmesh] cancel requested")
         self._kill(job, signal.SIGTERM)
         proc = job.proc
         if proc is not None:
@@ -397,36 +582,95 @@ class JobManager:
         if thread is not None:
             thread.join(timeout=10)
 
+    def _cancel_elsewhere(self, job: Job, stop_early: bool) -> None:
+        """Cancel (stop) a job this replica does not run: a waiting one here, a running one
+        by a request to the replica that runs it (then wait for it to end)."""
+        job_id = job.record.job_id
+        row = self.db.get(job_id)
+        self._refresh(job, row)
+        state = row.state
+        if state in lifecycle.TERMINAL:
+            raise ServiceError("FAILED_PRECONDITION", f"{job.record.name} already ended ({state})")
+        if row.lease_owner is None and state in jobstore.CLAIMABLE:
+            has_epochs = any(True for _ in self.db.events(job_id, kinds=("epoch",))) or (
+                job.record.current_epoch > 0
+            )
+            target = lifecycle.SUCCEEDED if stop_early and has_epochs else lifecycle.CANCELLED
+            note = ("log", ["[visionmesh] cancelled before it ran"])
+            done = self._write(job, target=target, lease="free", events=[note])
+            if done is not None:
+                if target == lifecycle.CANCELLED:
+                    self._discard_checkpoints(job)
+                job.log_dirty = True
+                self._flush_log(job)
+                self._after_end(job)
+                return
+            row = self.db.get(job_id)  # a replica claimed it meanwhile: ask that one
+            if row.state in lifecycle.TERMINAL:
+                return
+        if stop_early:
+            self.db.request(job_id, stop=True)
+            self._append_log(job, "[visionmesh] stop requested: ending after this epoch")
+            return
+        self._append_log(job, "[visionmesh] cancel requested")
+        self.db.request(job_id, cancel=True)
+        changed = self._changed(job)
+        deadline = time.monotonic() + CANCEL_GRACE_SECONDS + 25
+        while time.monotonic() < deadline:
+            row = self.db.get(job_id)
+            self._refresh(job, row)
+            if row.state in lifecycle.TERMINAL and row.lease_owner is None:
+                return  # ended, and its replica is done with it (its log is complete)
+            with changed:
+                changed.wait(0.5)
+
     def resume(self, job: Job) -> None:
         thread = self.running.get(job.record.job_id)
         if thread is not None and job.record.state in lifecycle.TERMINAL:
             thread.join(timeout=30)  # the run just ended: let it finish its bookkeeping
-        with self.lock:
-            record = job.record
-            if not lifecycle.allowed(record.state, lifecycle.QUEUED):
-                raise ServiceError(
-                    "FAILED_PRECONDITION",
-                    f"{record.name} is {record.state}; only INTERRUPTED or FAILED jobs resume",
-                )
-            if not self.store.exists(records.checkpoint_key(record.job_id, "last.pt")):
-                raise ServiceError(
-                    "FAILED_PRECONDITION",
-                    f"{record.name} has no checkpoint to resume from "
-                    f"({records.checkpoint_key(record.job_id, 'last.pt')} is absent)",
-                )
-            if record.job_id in self.queue or record.job_id in self.running:
-                return
-            self.check_capacity()
-            record.resume_count += 1
-            record.error = ""
-            record.end_time = 0.0
-            record.stop_reason = ""
-            record.run_seconds = 0.0  # an explicit resume gets max_duration_seconds afresh
-            job.resume = True
-            self._append_log(job, "[visionmesh] resume requested")
-            self._set_state(job, lifecycle.QUEUED)
-            self.queue.append(record.job_id)
-            self.cond.notify_all()
+        job_id = job.record.job_id
+        self._refresh(job, self.db.get(job_id))
+        record = job.record
+        if record.state not in (lifecycle.INTERRUPTED, lifecycle.FAILED):
+            raise ServiceError(
+                "FAILED_PRECONDITION",
+                f"{record.name} is {record.state}; only INTERRUPTED or FAILED jobs resume",
+            )
+        if not self.store.exists(records.checkpoint_key(job_id, "last.pt")):
+            raise ServiceError(
+                "FAILED_PRECONDITION",
+                f"{record.name} has no checkpoint to resume from "
+                f"({records.checkpoint_key(job_id, 'last.pt')} is absent)",
+            )
+        if job.replica:  # a replica runs it (a recovered INTERRUPTED job starting again)
+            return
+        self.check_capacity()
+
+        def again(r: JobRecord) -> None:
+            r.resume_count += 1
+            r.error = ""
+            r.end_time = 0.0
+            r.stop_reason = ""
+            r.run_seconds = 0.0  # an explicit resume gets max_duration_seconds afresh
+
+        try:
+            row = self.db.update(
+                job_id,
+                again,
+                target=lifecycle.QUEUED,
+                lease="free",
+                requeue=True,
+                resume=True,
+                events=[("log", ["[visionmesh] resume requested"])],
+            )
+        except (lifecycle.IllegalTransition, LeaseLost):
+            self._refresh(job, self.db.get(job_id))
+            return  # another replica resumed (or took) it first
+        self._refresh(job, row)
+        job.log_lines = None
+        self._positions = (0.0, {})
+        self._mirror(job)
+        self._claim.set()
 
     def _request_stop(self, job: Job) -> None:
         with self.lock:
@@ -452,6 +696,70 @@ class JobManager:
         job.record.exports = []  # their files lived beside the checkpoints
         self._persist(job)
 
+    def _control(self, job: Job, control: jobstore.Control) -> None:
+        """Act on a cancel / stop another replica asked for (job runs here)."""
+
+        def act(stop_early: bool) -> None:
+            with contextlib.suppress(ServiceError):
+                self.cancel(job, stop_early)
+
+        if control.cancel and not job.remote_cancel:
+            job.remote_cancel = True  # once: the thread below does the rest
+            threading.Thread(target=act, args=(False,), daemon=True).start()
+        elif control.stop and job.record.stop_reason != "stop_early" and not job.cancel_requested:
+            job.record.stop_reason = "stop_early"
+            threading.Thread(target=act, args=(True,), daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        interval = max(self.db.lease_seconds / 3, 0.2)
+        while not self._stopped.wait(interval):
+            try:
+                controls = self.db.heartbeat()
+            except Exception:
+                log.exception("heartbeat failed")
+                continue
+            with self.lock:
+                mine = [self.jobs[i] for i in self.running if self.jobs[i].local]
+            for job in mine:
+                control = controls.get(job.record.job_id)
+                if control is None:
+                    self._lost(job)
+                else:
+                    self._control(job, control)
+            try:
+                if self.db.reap():
+                    self._claim.set()
+            except Exception:
+                log.exception("reaping expired leases failed")
+
+    def _lost(self, job: Job) -> None:
+        """Another replica took ``job`` over (this one missed its heartbeats): stop running
+        it without writing anything more."""
+        if job.lease_lost:
+            return
+        job.lease_lost = True
+        log.warning("%s: lease lost to another replica; stopping its worker", job.record.name)
+        self._kill(job, signal.SIGKILL)
+
+    def _on_news(self, job_id: str, seq: int, kind: str) -> None:
+        """An event or request from the database (any replica); never blocks long."""
+        if kind == "queued":
+            self._claim.set()
+            return
+        with self.lock:
+            job = self.jobs.get(job_id)
+        if job is None:
+            return
+        if kind == "control" and job.local:
+            threading.Thread(target=self._check_control, args=(job,), daemon=True).start()
+        self.wake(job)
+
+    def _check_control(self, job: Job) -> None:
+        with contextlib.suppress(Exception):
+            row = self.db.get(job.record.job_id)
+            if row.lease_owner == self.replica:
+                self._control(job, jobstore.Control(row.cancel_requested, row.stop_requested))
+
     # -- streams waiting for news ---------------------------------------------------------
     def subscribe(self, job: Job) -> Callable[[], None]:
         """Be woken by news of ``job`` (its state, epochs and log lines; streams of other
@@ -471,27 +779,39 @@ class JobManager:
         self, job: Job, from_epoch: int, active: Callable[[], bool], recheck: float
     ) -> Iterator[tuple[dict[str, Any] | None, str]]:
         """Each finished epoch from ``from_epoch`` on once, with the job's state (history
-        first, then live as they come), then ``(None, state)`` when the job has ended.
-        Stops without the last item when ``active()`` turns false; waits at most
-        ``recheck`` seconds between looks when nothing wakes it."""
+        first, then live as they come, from whichever replica runs the job), then
+        ``(None, state)`` when the job has ended. Stops without the last item when
+        ``active()`` turns false."""
         changed = self._changed(job)
+        job_id = job.record.job_id
         sent: set[int] = set()
+        seq = 0
+        first = True
         while True:
-            with changed:
-                pending = [
-                    m for m in job.metrics if m["epoch"] >= from_epoch and m["epoch"] not in sent
-                ]
-                state = job.record.state
-                if not pending:
-                    if state in lifecycle.TERMINAL:
-                        break
-                    if not active():
-                        return
-                    changed.wait(recheck)
-                    continue
-            for item in pending:
+            row = self.db.get(job_id)
+            state = row.state
+            batch = self.db.events(job_id, seq, kinds=("epoch",))
+            items = [e.payload for e in batch]
+            if batch:
+                seq = batch[-1].seq
+            elif first and row.record.current_epoch:  # a job from before the database
+                with contextlib.suppress(KeyNotFound):
+                    items = records.parse_metrics_jsonl(
+                        self.store.get_bytes(records.run_key(job_id, "metrics.jsonl"))
+                    )
+            first = False
+            pending = [m for m in items if m["epoch"] >= from_epoch and m["epoch"] not in sent]
+            for item in sorted(pending, key=lambda m: m["epoch"]):
                 sent.add(item["epoch"])
                 yield item, state
+            if pending:
+                continue
+            if state in lifecycle.TERMINAL:
+                break
+            if not active():
+                return
+            with changed:
+                changed.wait(min(recheck, 2.0))
         yield None, state
 
     def follow_logs(
@@ -500,23 +820,27 @@ class JobManager:
         """The job's log in chunks of up to 500 lines; with ``follow``, new lines as they
         come until the job has ended and its run is over (or ``active()`` turns false)."""
         changed = self._changed(job)
-        position = 0
+        job_id = job.record.job_id
+        seq = 0
+        first = True
         while True:
+            row = self.db.get(job_id)
+            ended = row.state in lifecycle.TERMINAL and row.lease_owner is None
+            batch = self.db.events(job_id, seq, kinds=("log",))
+            lines = [line for e in batch for line in e.payload]
+            if batch:
+                seq = batch[-1].seq
+            elif first:
+                lines = self._history(job_id)  # a job from before the database: log.txt
+            first = False
+            for start in range(0, len(lines), 500):
+                yield lines[start : start + 500]
+            if lines:
+                continue
+            if ended or not follow or not active():
+                return
             with changed:
-                lines = self._ensure_log(job)
-                chunk = lines[position : position + 500]
-                ended = job.record.state in lifecycle.TERMINAL and job.record.job_id not in (
-                    self.running
-                )
-                if not chunk:
-                    if ended or not follow:
-                        return
-                    if not active():
-                        return
-                    changed.wait(recheck)
-                    continue
-                position += len(chunk)
-            yield chunk
+                changed.wait(min(recheck, 2.0))
 
     def _news(self, job: Job) -> None:
         """Wake the streams of ``job`` (lock held)."""
@@ -594,22 +918,71 @@ class JobManager:
 
     # -- scheduling -----------------------------------------------------------------------
     def _schedule(self) -> None:
+        """Claim jobs from the shared queue while this replica runs fewer than its limit."""
         while True:
             with self.lock:
-                while not self.draining and (not self.queue or len(self.running) >= self.max_jobs):
+                while not self.draining and len(self.running) >= self.max_jobs:
                     self.cond.wait(1.0)
                 if self.draining:
                     return
-                job_id = self.queue.popleft()
-                job = self.jobs[job_id]
-                thread = threading.Thread(
-                    target=self._run_job, args=(job,), name=f"job-{job_id}", daemon=True
+                free = self.max_jobs - len(self.running)
+            self._claim.clear()
+            try:
+                rows = self.db.claim(free)
+            except Exception:
+                log.exception("claiming jobs failed")
+                rows = []
+            if not rows:
+                self._claim.wait(1.0)  # NOTIFY (or a local submit) cuts it short
+                continue
+            for row in rows:
+                job = self._adopt(row)
+                with self.lock:
+                    thread = threading.Thread(
+                        target=self._run_job, args=(job,), name=f"job-{row.job_id}", daemon=True
+                    )
+                    # started before it is published: whoever finds it in `running` (cancel,
+                    # resume) may join it; it removes itself under this lock, so not before
+                    thread.start()
+                    self.running[row.job_id] = thread
+                    self.cond.notify_all()
+
+    def _adopt(self, row: JobRow) -> Job:
+        """The Job of a row this replica just claimed: its epochs so far (an epoch its last
+        worker recorded in metrics.jsonl but did not get to report is reported now, once),
+        its log, and whether it resumes."""
+        job_id = row.job_id
+        metrics = {e.payload["epoch"]: e.payload for e in self.db.events(job_id, kinds=("epoch",))}
+        if row.resume:
+            with contextlib.suppress(KeyNotFound):
+                saved = records.parse_metrics_jsonl(
+                    self.store.get_bytes(records.run_key(job_id, "metrics.jsonl"))
                 )
-                # started before it is published: whoever finds it in `running` (cancel,
-                # resume) may join it; it removes itself under this lock, so not before
-                thread.start()
-                self.running[job_id] = thread
-                self.cond.notify_all()
+                for item in saved:
+                    if item["epoch"] not in metrics:
+                        metrics[item["epoch"]] = item
+                        self.db.append_event(job_id, "epoch", item)
+        history = self._history(job_id)[-MAX_LOG_LINES:]
+        with self.lock:
+            old = self.jobs.get(job_id)
+            job = Job(row.record)
+            job.changed = old.changed if old is not None else None
+            job.local = True
+            job.replica = self.replica
+            job.resume = row.resume
+            job.metrics = [metrics[e] for e in sorted(metrics)]
+            job.max_epoch_seconds = max(
+                (float(m.get("epoch_seconds", 0)) for m in job.metrics), default=0.0
+            )
+            job.log_lines = history
+            self.jobs[job_id] = job
+        if row.resume:
+            self._append_log(
+                job,
+                f"[visionmesh] {self.replica} resumes the job from its last checkpoint "
+                f"(resume {row.record.resume_count})",
+            )
+        return job
 
     def _run_job(self, job: Job) -> None:
         record = job.record
@@ -620,10 +993,16 @@ class JobManager:
             with self.lock:
                 self._set_state(job, lifecycle.FAILED, f"the trainer could not run the job: {exc}")
         finally:
+            job.log_dirty = True
             self._flush_log(job)
+            if not job.lease_lost:  # free for another run (resume) or another replica
+                with contextlib.suppress(Exception):
+                    self.db.update(record.job_id, lease="mine", release=True)
             with self.lock:
                 self.running.pop(record.job_id, None)
                 job.proc = None
+                job.local = False
+                job.replica = ""
                 self.cond.notify_all()
                 self._news(job)
             self._after_end(job)
@@ -742,6 +1121,9 @@ class JobManager:
 
     def _finish(self, job: Job, rc: int) -> None:
         record = job.record
+        if job.lease_lost:
+            self._append_log(job, "[visionmesh] another replica took the job over")
+            return
         outcome = lifecycle.RunOutcome(
             rc=rc,
             cancel_requested=job.cancel_requested,
@@ -811,7 +1193,9 @@ class JobManager:
                 self._persist(job)
             elif isinstance(event, protocol.EpochEvent):
                 item = event.record
+                fresh: list[tuple[str, Any]] = []
                 if item is not None and all(m["epoch"] != item["epoch"] for m in job.metrics):
+                    fresh.append(("epoch", item))
                     job.metrics.append(item)
                     job.metrics.sort(key=lambda m: m["epoch"])
                     job.max_epoch_seconds = max(
@@ -833,7 +1217,7 @@ class JobManager:
                     by_name.values(),
                     key=lambda c: (order.get(c["filename"], 2), -int(c.get("epoch", 0))),
                 )
-                self._persist(job)
+                self._persist(job, events=fresh)
                 self.cond.notify_all()
                 self._news(job)
             elif isinstance(event, protocol.DoneEvent):

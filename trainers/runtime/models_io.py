@@ -185,6 +185,9 @@ class ModelsIOMixin:
             shutil.rmtree(work, ignore_errors=True)
         with manager.lock:
             export.update(update, update_time=time.time())
+            # the job's record may have been read again from the database meanwhile (any
+            # replica answers for the job): put the result in its entry for this format
+            job.record.exports = [e for e in job.record.exports if e["format"] != fmt] + [export]
             self._exports_running.discard((record.job_id, fmt))
             manager._append_log(job, message)
             manager._persist(job)

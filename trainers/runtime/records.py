@@ -123,6 +123,8 @@ class JobRecord:
     exports: list[dict[str, Any]] = field(default_factory=list)
     # spec.init_from resolved at StartTraining: the object store key of the start weights
     init_key: str = ""
+    # the trainer replica that runs the job (or ran it last): set when a replica claims it
+    replica: str = ""
 
     @property
     def name(self) -> str:
@@ -164,6 +166,7 @@ class JobRecord:
             resume_count=self.resume_count,
             queue_position=queue_position,
             best_metric_name=self.best_metric_name,
+            replica=self.replica,
         )
         for attr in ("create_time", "start_time", "end_time", "update_time"):
             ts = _ts(getattr(self, attr))

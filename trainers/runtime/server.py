@@ -19,6 +19,7 @@ import logging
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ from trainers.runtime.adapter import (
     single_device,
 )
 from trainers.runtime.jobs import Job, JobManager
+from trainers.runtime.jobstore import ReplicaRefused
 from trainers.runtime.models_io import ModelsIOMixin
 from trainers.runtime.predictor import PredictError, PredictPool
 from trainers.runtime.records import JobRecord, task_enum, task_name
@@ -818,13 +820,23 @@ class _LazyVerifier:
 
 
 def build(
-    adapter: FrameworkAdapter, settings: config.Settings | None = None
+    adapter: FrameworkAdapter, settings: config.Settings | None = None, *, listen: str = ""
 ) -> tuple[TrainerServicer, JobManager, PredictPool, list[grpc.ServerInterceptor]]:
+    """The servicer and its job manager; the manager registers as a replica of its framework
+    here (jobstore.ReplicaRefused: a second replica on SQLite)."""
     from visionmesh import auth
 
     settings = settings or config.load()
     store = open_store(settings.store_url)
-    manager = JobManager(adapter, store, home=settings.home, store_url=settings.store_url)
+    manager = JobManager(
+        adapter,
+        store,
+        home=settings.home,
+        store_url=settings.store_url,
+        database_url=settings.database_url,
+        address=listen,
+    )
+    manager.open()
     predict_log = settings.home / "trainer-work" / adapter.framework / "predict.log"
     predict_log.parent.mkdir(parents=True, exist_ok=True)
     adapter_path = f"{type(adapter).__module__}:{type(adapter).__name__}"
@@ -857,7 +869,11 @@ def build(
 def main(adapter: FrameworkAdapter, argv: Sequence[str] | None = None) -> int:
     prog = f"trainers.{adapter.framework}"
     args = parse_args(prog, config.DEFAULT_ADDRESSES[adapter.framework], argv)
-    servicer, manager, pool, interceptors = build(adapter)
+    try:
+        servicer, manager, pool, interceptors = build(adapter, listen=args.listen)
+    except ReplicaRefused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     service = Service(
         service_name(trainer_pb2, "TrainerService"),
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
