@@ -48,8 +48,6 @@ VARIANTS = ("base", "overlays/cpu", "overlays/gpu")
 K8S_VERSION = "1.32"
 OUR_IMAGES = ("visionmesh", "visionmesh-trainer")
 FRAMEWORKS = ("ultralytics", "timm", "hf")
-# Set by the manifests for the trainer replicas (issue 17) before the code reads them.
-COMING_WITH_REPLICAS = {"VISIONMESH_TRAINER_REPLICA", "VISIONMESH_TRAINER_LEASE_SECONDS"}
 # Read by what the code runs on, not by the code itself.
 THIRD_PARTY_ENV = {
     "PGPASSWORD": "libpq (psycopg): the password VISIONMESH_DATABASE_URL leaves out",
@@ -345,7 +343,7 @@ def test_every_variable_set_is_one_the_code_reads(rendered):
                         names |= config_keys
                     else:
                         names |= secret_keys[source["secretRef"]["name"]]
-                unknown = names - read - COMING_WITH_REPLICAS - set(THIRD_PARTY_ENV)
+                unknown = names - read - set(THIRD_PARTY_ENV)
                 where = f"{variant} {workload['metadata']['name']}/{container['name']}"
                 assert not unknown, f"{where} sets variables no code reads: {sorted(unknown)}"
 
