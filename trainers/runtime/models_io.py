@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.runtime import evaluation as evaluation_mod
-from trainers.runtime import records
+from trainers.runtime import lifecycle, records
 from trainers.runtime.adapter import SpecError, TrainSpec
 from trainers.runtime.jobs import Job
 from trainers.runtime.tasks import TaskError, run_task
@@ -241,7 +241,7 @@ class ModelsIOMixin:
             state = job.record.state
             why = (
                 "it is written when the job ends"
-                if state not in records.TERMINAL
+                if state not in lifecycle.TERMINAL
                 else "the job ended without one (see its log)"
             )
             raise ServiceError(

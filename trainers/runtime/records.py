@@ -18,18 +18,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-# The job states live in trainers.runtime.lifecycle; re-exported here for callers.
-from trainers.runtime.lifecycle import (  # noqa: F401
-    ACTIVE,
-    CANCELLED,
-    FAILED,
-    INTERRUPTED,
-    PREPARING,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    TERMINAL,
-)
+from trainers.runtime.lifecycle import QUEUED
 from visionmesh.v1 import common_pb2, trainer_pb2
 
 # trainers/{framework}/jobs/{job_id}
