@@ -4,7 +4,8 @@ Jobs go in through one round-robin channel over the three addresses (the same ta
 ``VISIONMESH_TRAINERS=ultralytics=a,b,c`` gives the gateway and the CLI); each runs on exactly
 one replica; a replica SIGKILLed during a job's second epoch loses the job to another
 replica within the lease time, which resumes it from last.pt with every epoch reported once;
-StreamMetrics and CancelJob sent to one replica follow and stop a job another replica runs.
+StreamMetrics and CancelJob sent to one replica follow and stop a job another replica runs;
+an export running on one replica is followed from the others.
 Needs VISIONMESH_TEST_DATABASE_URL (a schema of its own per test).
 """
 
@@ -227,3 +228,44 @@ def test_streams_and_cancel_through_one_replica_reach_the_job_on_another(mesh):
     assert "cancel requested" in log and "cancelled; checkpoints discarded" in log
     job_id = job.name.rsplit("/", 1)[1]
     assert list(mesh["store"].list(f"checkpoints/{job_id}/")) == []
+
+
+def test_an_export_running_on_one_replica_is_followed_from_the_others(mesh):
+    rr = mesh["rr"]
+    job = start_job(rr, spec(mesh["dataset"], "detect", "yolo11n", epochs=1, **TINY))
+    final = wait_job(rr, job.name, DONE, timeout=600)
+    assert final.state == S.JOB_STATE_SUCCEEDED, final.error
+    names = list(mesh["replicas"])
+    runner, others = names[0], names[1:]
+    started = (
+        on(mesh, runner)
+        .ExportModel(
+            S.ExportModelRequest(name=job.name, format=S.MODEL_FORMAT_TORCHSCRIPT), timeout=30
+        )
+        .export
+    )
+    assert started.state == S.EXPORT_STATE_RUNNING
+    # the other replicas answer for it while it runs (without failing it as if its trainer
+    # had died: the replica running it is alive)
+    seen_running = 0
+    deadline = time.monotonic() + 300
+    while True:
+        states = [
+            on(mesh, replica)
+            .GetModelExport(S.GetModelExportRequest(name=started.name), timeout=10)
+            .export.state
+            for replica in others
+        ]
+        if set(states) != {S.EXPORT_STATE_RUNNING}:
+            break
+        seen_running += 1
+        assert time.monotonic() < deadline, "export still RUNNING after 300 s"
+        time.sleep(0.2)
+    assert seen_running >= 1  # the others were asked while it ran
+    done = on(mesh, runner).GetModelExport(S.GetModelExportRequest(name=started.name)).export
+    assert done.state == S.EXPORT_STATE_SUCCEEDED, done.error
+    for replica in others:
+        seen = on(mesh, replica).GetModelExport(S.GetModelExportRequest(name=started.name)).export
+        assert seen.state == S.EXPORT_STATE_SUCCEEDED and seen.file.filename == "best.torchscript"
+    log = job_log(rr, job.name)
+    assert log.count("export torchscript of best.pt") == 1, log[-2000:]

@@ -554,6 +554,11 @@ class JobStore:
             rows = conn.execute(select(r).where(r.c.framework == self.framework)).all()
         return [dict(row._mapping) for row in rows]
 
+    def live_replicas(self) -> set[str]:
+        """Ids of this framework's replicas whose heartbeat is younger than a lease."""
+        now = self.now()
+        return {r["id"] for r in self.replicas() if now - r["heartbeat"] < self.lease_seconds}
+
     # -- the queue ------------------------------------------------------------------------
     def claim(self, limit: int = 1) -> list[JobRow]:
         """Take up to ``limit`` claimable jobs, oldest first, for this replica. An INTERRUPTED

@@ -78,17 +78,28 @@ class ModelsIOMixin:
 
     # -- exports ----------------------------------------------------------------------------
     def _reconcile_exports(self, job: Job) -> None:
-        """Exports recorded RUNNING that no thread of this process runs: FAILED."""
+        """Exports recorded RUNNING whose replica no longer runs them: FAILED. This replica's
+        own when no thread of this process runs it (restarted); another replica's when that
+        replica's heartbeat stopped (it runs its exports itself while it lives)."""
         manager = self._manager()  # type: ignore[attr-defined]
+        running = [e for e in job.record.exports if e["state"] == "RUNNING"]
+        others = {e.get("replica", "") for e in running} - {manager.replica}
+        live = manager.db.live_replicas() if others else set()
         with manager.lock:
             changed = False
             for export in job.record.exports:
-                key = (job.record.job_id, export["format"])
-                if export["state"] == "RUNNING" and key not in self._exports_running:
-                    export["state"] = "FAILED"
-                    export["error"] = "the trainer restarted while exporting; export again"
-                    export["update_time"] = time.time()
-                    changed = True
+                if export["state"] != "RUNNING":
+                    continue
+                owner = export.get("replica", "") or manager.replica
+                if owner == manager.replica:
+                    if (job.record.job_id, export["format"]) in self._exports_running:
+                        continue
+                elif owner in live:
+                    continue
+                export["state"] = "FAILED"
+                export["error"] = "the trainer restarted while exporting; export again"
+                export["update_time"] = time.time()
+                changed = True
             if changed:
                 manager._persist(job)
 
@@ -127,6 +138,7 @@ class ModelsIOMixin:
                 "error": "",
                 "source": f"{source}.pt",
                 "image_size": image_size,
+                "replica": manager.replica,
                 "create_time": now,
                 "update_time": now,
             }
