@@ -358,3 +358,38 @@ def test_job_json_files_from_before_the_database_are_imported_once(tmp_path):
     assert len(again.db.list()) == 2
     assert again.db.get("run1").lease_owner is None  # taken back at once (same host, gone)
     again.db.close()
+
+
+def test_log_lines_of_long_ended_jobs_leave_the_database_and_stay_readable(tmp_path):
+    """The events table does not keep every log line forever: once a job ended longer ago
+    than VISIONMESH_TRAINER_LOG_EVENTS_KEEP_SECONDS its log lines go (epochs and states
+    stay), and the job's log is read from runs/<job>/log.txt, written when it ended."""
+    from tests._idle_trainer import IdleAdapter
+    from trainers.runtime import records
+    from trainers.runtime.jobs import JobManager
+    from visionmesh.store import open_store
+
+    url = (tmp_path / "store").as_uri()
+    store = open_store(url)
+    manager = JobManager(IdleAdapter(), store, home=tmp_path / "home", store_url=url)
+    manager.recover()
+    db = manager.db
+    for job_id in ("ended", "waiting"):
+        rec = record(job_id)
+        rec.job_id, rec.framework = job_id, "idle"
+        db.submit(rec)
+        db.append_event(job_id, "log", [f"{job_id} line 1", f"{job_id} line 2"])
+        db.append_event(job_id, "epoch", {"epoch": 1})
+    db.update("ended", target="CANCELLED")
+    store.put_bytes(records.run_key("ended", "log.txt"), b"ended line 1\nended line 2\n")
+
+    manager.log_events_keep_seconds = 3600
+    assert manager.prune_log_events() == 0  # ended a moment ago: kept
+    time.sleep(0.05)
+    manager.log_events_keep_seconds = 0
+    assert manager.prune_log_events() == 1
+    assert db.events("ended", kinds=("log",)) == []
+    assert [e.kind for e in db.events("ended")] == ["epoch", "state"]
+    assert manager._history("ended") == ["ended line 1", "ended line 2"]  # from log.txt
+    assert len(db.events("waiting", kinds=("log",))) == 1  # not ended: untouched
+    db.close()

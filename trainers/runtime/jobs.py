@@ -15,7 +15,9 @@ answers GetJob, ListJobs, StreamMetrics, StreamLogs, CancelJob and ResumeJob for
 framework; a cancel or stop for a job another replica runs is a flag on its row that reaches
 that replica by NOTIFY or, at the latest, its next heartbeat. SQLite (the default) allows one
 replica per framework; a restarted replica resumes its jobs at once. ``job.json`` files from
-before the database held jobs are imported on start.
+before the database held jobs are imported on start. The log lines of jobs that ended more
+than ``VISIONMESH_TRAINER_LOG_EVENTS_KEEP_SECONDS`` (default 7 days) ago leave the database;
+their ``runs/<job>/log.txt`` keeps them.
 
 Limits from the environment: ``VISIONMESH_TRAINER_MAX_JOBS`` (jobs this replica runs at once,
 default 1) and ``VISIONMESH_TRAINER_QUEUE`` (jobs waiting in the framework's queue, all
@@ -164,6 +166,10 @@ class JobManager:
         self.pending_requests: dict[tuple[str, str], threading.Event] = {}
         self.draining = False
         self.cache_keep_seconds = env_int("VISIONMESH_TRAINER_CACHE_KEEP_SECONDS", 3600, 0)
+        # log lines of ended jobs stay in the database this long, then only in log.txt
+        self.log_events_keep_seconds = env_int(
+            "VISIONMESH_TRAINER_LOG_EVENTS_KEEP_SECONDS", 7 * 24 * 3600, 0
+        )
         self._stopped = threading.Event()
         self._opened = False
         self._claim = threading.Event()  # the queue may have news: try to claim
@@ -426,6 +432,19 @@ class JobManager:
             self._flush_all_logs()
             if time.monotonic() - self._last_sweep > CACHE_SWEEP_SECONDS:
                 self.sweep_cache()
+                self.prune_log_events()
+
+    def prune_log_events(self) -> int:
+        """Drop the database's log lines of jobs that ended long ago (see
+        ``VISIONMESH_TRAINER_LOG_EVENTS_KEEP_SECONDS``); StreamLogs reads them from log.txt."""
+        try:
+            removed = self.db.prune_logs(self.log_events_keep_seconds)
+        except Exception:
+            log.exception("pruning old log events failed")
+            return 0
+        if removed:
+            log.info("removed %d log event(s) of jobs that ended long ago", removed)
+        return removed
 
     def _flush_all_logs(self) -> None:
         with self.lock:

@@ -820,6 +820,21 @@ class JobStore:
             rows = conn.execute(query.order_by(e.c.seq)).all()
         return [Event(r.job_id, r.seq, r.kind, json.loads(r.payload), r.time) for r in rows]
 
+    def prune_logs(self, keep_seconds: float) -> int:
+        """Delete the log events of this framework's jobs that ended (no lease) more than
+        ``keep_seconds`` ago; their log stays in the store's ``runs/<job>/log.txt``, which the
+        replica that ran the job wrote when it ended. Returns the rows deleted."""
+        j, e = self.t.jobs, self.t.events
+        ended = select(j.c.job_id).where(
+            j.c.framework == self.framework,
+            j.c.state.in_(TERMINAL),
+            j.c.lease_owner.is_(None),
+            j.c.update_time < self.now() - keep_seconds,
+        )
+        with self.engine.begin() as conn:
+            result = conn.execute(delete(e).where(e.c.kind == "log", e.c.job_id.in_(ended)))
+        return int(result.rowcount or 0)
+
     def last_seq(self, job_id: str) -> int:
         e = self.t.events
         with self.engine.connect() as conn:
