@@ -327,10 +327,11 @@ def follow(mesh: Mesh, job: trainer_pb2.Job, as_json: bool = False) -> int:
     columns: list[str] | None = None
     widths: list[int] = []
     out = sys.stdout
-    if not as_json:
-        print(f"following {job.name} ({job.spec.model}, {task_label(task)}); Ctrl-C detaches")
-    ticker = _Ticker(stub, job) if not as_json else None
-    try:
+    ticker = None
+    try:  # from the first line on, Ctrl-C detaches with the hints below
+        if not as_json:
+            print(f"following {job.name} ({job.spec.model}, {task_label(task)}); Ctrl-C detaches")
+            ticker = _Ticker(stub, job)
         with ticker or contextlib.nullcontext():
             for reply in stub.StreamMetrics(
                 trainer_pb2.StreamMetricsRequest(name=job.name), timeout=None
