@@ -830,7 +830,7 @@ class JobManager:
             if not active():
                 return
             with changed:
-                changed.wait(min(recheck, 2.0))
+                changed.wait(recheck)
         yield None, state
 
     def follow_logs(
@@ -859,12 +859,13 @@ class JobManager:
             if ended or not follow or not active():
                 return
             with changed:
-                changed.wait(min(recheck, 2.0))
+                changed.wait(recheck)
 
     def _news(self, job: Job) -> None:
-        """Wake the streams of ``job`` (lock held)."""
+        """Wake the streams of ``job`` (takes the lock, which callers may already hold)."""
         if job.changed is not None:
-            job.changed.notify_all()
+            with self.lock:
+                job.changed.notify_all()
 
     def wake(self, job: Job) -> None:
         """Wake ``job``'s streams soon, from any thread without blocking (a gRPC callback
@@ -952,7 +953,9 @@ class JobManager:
                 log.exception("claiming jobs failed")
                 rows = []
             if not rows:
-                self._claim.wait(1.0)  # NOTIFY (or a local submit) cuts it short
+                # a submit, resume or requeue anywhere (NOTIFY, or the local commit) and this
+                # replica's reaper set _claim; the timeout is only a safety net
+                self._claim.wait(max(self.db.lease_seconds / 3, 1.0))
                 continue
             for row in rows:
                 job = self._adopt(row)
