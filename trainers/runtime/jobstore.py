@@ -352,19 +352,23 @@ class JobStore:
                     .values(lease_expiry=0.0)
                 )
             conn.execute(delete(r).where(r.c.id == self.replica))
-            conn.execute(
-                insert(r).values(
-                    id=self.replica,
-                    framework=self.framework,
-                    address=self.address,
-                    host=self.host,
-                    pid=os.getpid(),
-                    started=now,
-                    heartbeat=now,
-                )
-            )
+            self._register(conn, now)
         if self.postgres:
             self._start_listener()
+
+    def _register(self, conn: Connection, now: float) -> None:
+        """This replica's row in the replicas table (started and last seen ``now``)."""
+        conn.execute(
+            insert(self.t.replicas).values(
+                id=self.replica,
+                framework=self.framework,
+                address=self.address,
+                host=self.host,
+                pid=os.getpid(),
+                started=now,
+                heartbeat=now,
+            )
+        )
 
     def close(self, *, unregister: bool = True) -> None:
         self._closed.set()
@@ -619,17 +623,7 @@ class JobStore:
                 update(r).where(r.c.id == self.replica).values(heartbeat=now, pid=os.getpid())
             )
             if done.rowcount == 0:  # removed as dead while we were stalled: back again
-                conn.execute(
-                    insert(r).values(
-                        id=self.replica,
-                        framework=self.framework,
-                        address=self.address,
-                        host=self.host,
-                        pid=os.getpid(),
-                        started=now,
-                        heartbeat=now,
-                    )
-                )
+                self._register(conn, now)
             # a lease not reaped yet is still ours (reap and renew serialize on the row)
             conn.execute(
                 update(j)
