@@ -779,6 +779,8 @@ def test_chat_fills_the_form_training_charts_stop_early_weights_predict(browser,
     assert page.locator("#chart-box-metrics g.series[data-series='val/map50'] circle").count() == n
     assert page.locator("#epochs-table tbody tr").count() == n
     assert "SUCCEEDED" in page.inner_text("#log")
+    facts = page.inner_text(".facts-grid")  # where it ran: the device and the replica
+    assert job["replica"] and f"replica {job['replica']}" in facts, facts
     assert_accessible(page, "job finished")
     screenshot(page, "16-job-finished")
 
