@@ -1,6 +1,6 @@
 """Queue throughput: 200 tiny jobs through 1 vs 3 trainer replicas on one PostgreSQL queue.
 
-Each replica is a real trainer server (``python -m bench.queue --listen ...``) with a stub
+Each replica is a real trainer server (``python -m bench.trainer_queue --listen ...``) with a stub
 adapter (no torch: a job sleeps ``--epoch-seconds`` per epoch, standing in for a GPU, and
 reports its epochs), ``VISIONMESH_TRAINER_MAX_JOBS=1``, sharing one PostgreSQL schema (the
 catalog database) and one object store; a stand-in dataset service (tests._trainers) answers
@@ -13,7 +13,7 @@ The last line is JSON: ``ours`` (seconds, 3 replicas), ``peer`` (seconds, 1 repl
 ``ratio`` = ours / peer (goal: <= 1, the 3-replica run is not slower), the jobs per second
 of both and ``lease_ms_per_job``.
 
-    python bench/queue.py [--jobs 200] [--epochs 2] [--epoch-seconds 0.1]
+    python bench/trainer_queue.py [--jobs 200] [--epochs 2] [--epoch-seconds 0.1]
     (database: VISIONMESH_TEST_DATABASE_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/test)
 """
 
@@ -22,12 +22,8 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as ``python bench/queue.py`` this folder comes first on sys.path, and this file would
-# shadow the standard library's ``queue`` for everything imported below: put the repository
-# root there instead.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+# the repository root (bench.trainer_queue, tests._trainers) and the SDK, importable
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for _p in (os.path.join(_ROOT, "sdk"), _ROOT):
     if _p not in sys.path:
         sys.path.insert(0, _p)
@@ -156,7 +152,9 @@ def run_replicas(
         }
         for i in range(count):
             servers.append(
-                start_server("bench.queue", env={**env, "VISIONMESH_TRAINER_REPLICA": f"r{i}"})
+                start_server(
+                    "bench.trainer_queue", env={**env, "VISIONMESH_TRAINER_REPLICA": f"r{i}"}
+                )
             )
         target = config.parse_trainers(f"{FRAMEWORK}=" + ",".join(s.addr for s in servers))[
             FRAMEWORK
@@ -320,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # the adapter by its importable name (the job's worker imports bench.queue:StubAdapter)
-    from bench.queue import main as _main
+    # the adapter by its importable name (the job's worker imports bench.trainer_queue:StubAdapter)
+    from bench.trainer_queue import main as _main
 
     sys.exit(_main())
