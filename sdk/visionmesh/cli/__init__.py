@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from visionmesh.cli._common import EXIT_CODES_HELP, INTERRUPTED, USAGE, common_options, run_command
@@ -96,5 +97,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def run() -> None:
+    """The ``vmesh`` executable: :func:`main`, then exit with its code. After Ctrl-C it
+    leaves at once (streams flushed, then ``os._exit``): a gRPC stream interrupted half-way
+    can keep the interpreter's shutdown waiting on the channel's threads forever."""
+    code = main()
+    if code == INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
