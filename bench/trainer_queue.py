@@ -91,25 +91,9 @@ class StubAdapter(FrameworkAdapter):
 
 
 def serve(argv: Sequence[str]) -> int:
-    from trainers.runtime.server import build
-    from visionmesh.server import Service, parse_args, run, service_name
-    from visionmesh.v1 import trainer_pb2, trainer_pb2_grpc
+    from trainers.runtime.server import main as serve_trainer
 
-    args = parse_args(f"trainers.{FRAMEWORK}", "127.0.0.1:0", argv)
-    servicer, manager, pool, interceptors = build(StubAdapter(), listen=args.listen)
-    service = Service(
-        service_name(trainer_pb2, "TrainerService"),
-        trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
-        servicer,
-    )
-    return run(
-        f"trainers.{FRAMEWORK}",
-        [service],
-        args.listen,
-        grace=args.grace,
-        interceptors=interceptors,
-        on_drain=[manager.drain, pool.close],
-    )
+    return serve_trainer(StubAdapter(), argv)
 
 
 def schema_url(base: str, schema: str) -> str:

@@ -868,7 +868,8 @@ def build(
 
 def main(adapter: FrameworkAdapter, argv: Sequence[str] | None = None) -> int:
     prog = f"trainers.{adapter.framework}"
-    args = parse_args(prog, config.DEFAULT_ADDRESSES[adapter.framework], argv)
+    # the shipped frameworks have fixed ports; any other (a test or bench stub) a free one
+    args = parse_args(prog, config.DEFAULT_ADDRESSES.get(adapter.framework, "127.0.0.1:0"), argv)
     try:
         servicer, manager, pool, interceptors = build(adapter, listen=args.listen)
     except ReplicaRefused as exc:
