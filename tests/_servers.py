@@ -127,12 +127,11 @@ def start_server(
 HEAVY_MODULES = ("torch", "torchvision", "ultralytics", "timm", "transformers")
 
 
-def run_without_heavy_modules(code: str) -> str:
-    """Run ``code`` in a child Python in which importing torch or a training framework
-    raises ImportError; asserts it exits 0 and returns what it printed."""
-    prelude = f"import sys\nfor _mod in {HEAVY_MODULES!r}:\n    sys.modules[_mod] = None\n"
+def run_python(code: str) -> str:
+    """Run ``code`` in a child Python of this environment (repository on its path); asserts
+    it exits 0 and returns what it printed."""
     result = subprocess.run(
-        [sys.executable, "-c", prelude + code],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env=child_env(),
         capture_output=True,
@@ -141,3 +140,10 @@ def run_without_heavy_modules(code: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def run_without_heavy_modules(code: str) -> str:
+    """:func:`run_python` in a child in which importing torch or a training framework
+    raises ImportError."""
+    prelude = f"import sys\nfor _mod in {HEAVY_MODULES!r}:\n    sys.modules[_mod] = None\n"
+    return run_python(prelude + code)

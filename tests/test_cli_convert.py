@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests._servers import ROOT, child_env
+from tests._servers import run_python
 from visionmesh.cli import COMMAND_MODULES, command_modules, main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -198,17 +198,7 @@ def test_offline_commands_import_no_network_code(shapes_dir: Path, tmp_path: Pat
         "         'visionmesh.cli.datasets', 'visionmesh.cli.training')\n"
         "print('loaded:', sorted(m for m in sys.modules if m.startswith(heavy)))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "loaded: []"
+    assert run_python(code).splitlines()[-1] == "loaded: []"
     assert (out / "data.yaml").is_file()
 
 

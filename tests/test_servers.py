@@ -19,7 +19,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from tests._servers import ROOT, child_env, health_status, run_without_heavy_modules, start_server
+from tests._servers import (
+    ROOT,
+    child_env,
+    health_status,
+    run_python,
+    run_without_heavy_modules,
+    start_server,
+)
 from visionmesh.v1 import (
     assistant_pb2,
     auth_pb2,
@@ -265,13 +272,4 @@ def test_trainer_server_process_does_not_import_the_framework():
         "heavy = [m for m in ('torch', 'ultralytics', 'timm', 'transformers') if m in sys.modules]\n"
         "print(heavy)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert run_python(code).strip() == "[]"
