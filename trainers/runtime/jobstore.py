@@ -829,15 +829,6 @@ class JobStore:
             result = conn.execute(delete(e).where(e.c.kind == "log", e.c.job_id.in_(ended)))
         return int(result.rowcount or 0)
 
-    def last_seq(self, job_id: str) -> int:
-        e = self.t.events
-        with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.coalesce(func.max(e.c.seq), 0)).where(e.c.job_id == job_id)
-                ).scalar_one()
-            )
-
     # -- notifications --------------------------------------------------------------------
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """``callback(job_id, seq, kind)`` for every event and request of this framework,
